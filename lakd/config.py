@@ -1,0 +1,273 @@
+"""Typed run configuration: nested dataclasses loaded from YAML, with `a.b.c=value` overrides.
+
+One config file describes a whole experiment (data, teachers, student, distillation, launch);
+each recipe reads the sections it needs. Unknown keys are an error that names the file and key,
+so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from lakd import DEFAULT_LABELS
+
+
+@dataclass
+class DataConfig:
+    train: Any = None          # data spec: directory, brace pattern, or list of them
+    dev: Any = None
+    test: Any = None
+    max_seconds: float = 6.0    # random crop (train) / truncate (eval) to this duration
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    num_workers: int = 0
+    shuffle_buffer: int = 500
+    bucket: bool = True         # length-bucketed batching to cut padding
+    bucket_buffer: int = 256    # samples gathered before bucketing into batches
+    language_alpha: float = 1.0  # temperature sampling p_l ~ n_l^alpha (1 = natural, 0 = uniform)
+    epoch_samples: int | None = None  # samples per epoch per rank (default: the training set size)
+    strict: bool = False        # fail fast on bad data instead of counted skips
+
+
+@dataclass
+class ModelConfig:
+    family: str = "wav2vec2"    # wav2vec2 | hubert | wavlm
+    pretrained: str | None = None  # local directory for from_pretrained; None = build from `backbone`
+    backbone: dict = field(default_factory=dict)  # transformers config kwargs for random-init models
+    freeze_feature_encoder: bool = True
+    freeze_layers: int = 0      # freeze the N lowest transformer layers
+    normalize_audio: bool = False  # per-utterance zero-mean/unit-variance (drops loudness cues)
+    dropout: float = 0.1
+    # student-only parts (each switchable for ablations)
+    language_embedding: bool = False
+    hierarchical_attention: bool = False
+    attention_depth: int = 2    # D top transformer layers pooled by attention
+    attention_dim: int = 64
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 10
+    max_steps: int | None = None
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    class_weighted_ce: bool = False
+    precision: str = "auto"     # auto | fp32 | bf16 | fp16
+    eval_every: int | None = None  # steps; None = end of every epoch
+    checkpoint_every: int = 200     # steps
+    early_stopping_patience: int | None = None  # evaluations without dev UA improvement
+    select_metric: str = "ua"   # dev metric for model selection: ua | wa
+
+
+@dataclass
+class DistillConfig:
+    weighting: str = "route"    # route | cosine | mean
+    temperature: float = 5.0
+    kd_weight: float = 0.25     # lambda: loss = (1-lambda) CE + lambda KL
+    cosine_tau: float = 0.25
+    embed_weight: float = 0.0   # beta: beta * (1 - cos) on pooled embeddings
+    use_cache: bool = True      # read teacher knowledge from the cache instead of running teachers
+
+
+@dataclass
+class StageResources:
+    gpus: int = 0
+    cpus: int = 1
+    mem_gb: float = 4
+    time_min: int = 60
+    nodes: int = 1
+    tasks_per_node: int = 1
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list = field(default_factory=list)  # shell lines run before the job (module load, venv)
+
+
+@dataclass
+class LaunchConfig:
+    executor: str = "local"     # slurm | local | debug
+    resources: dict = field(default_factory=dict)  # stage name -> StageResources fields
+    deepspeed: bool = False
+    zero_stage: int = 0
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"       # online | offline | disabled
+    project: str = "lakd"
+    entity: str | None = None
+    group: str | None = None
+    tags: list = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    name: str = "lakd"
+    run_dir: str = "runs/lakd"
+    seed: int = 0
+    device: str = "auto"        # auto | cpu | cuda
+    threads: int | None = None  # torch intra-op threads (None = torch default)
+    labels: list = field(default_factory=lambda: list(DEFAULT_LABELS))
+    languages: list = field(default_factory=lambda: ["en", "fi", "fr"])
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: ModelConfig = field(default_factory=ModelConfig)
+    teacher_optim: OptimConfig = field(default_factory=OptimConfig)
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(language_embedding=True, hierarchical_attention=True))
+    student_optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    synth: dict = field(default_factory=dict)  # `lakd shards synth` options when the run makes its own corpus
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def copy(self, **changes) -> "Config":
+        c = copy.deepcopy(self)
+        for k, v in changes.items():
+            set_path(c, k, v)
+        return c
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(typ):
+        if isinstance(value, typ):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _from_dict(typ, value, where)
+    if value is None:
+        return None
+    origin = get_origin(typ)
+    args = [a for a in get_args(typ) if a is not type(None)]
+    if origin is None and typ in (int, float, bool, str):
+        target = typ
+    elif args and all(a in (int, float, bool, str) for a in args):
+        target = args[0]
+    else:
+        return value
+    try:
+        if target is bool and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if target is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return target(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: cannot read {value!r} as {target.__name__}") from e
+
+
+def _from_dict(cls, d: dict, where: str):
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()}
+    base = cls()
+    for k, v in kwargs.items():
+        setattr(base, k, v)
+    return base
+
+
+def set_path(cfg: Config, dotted: str, value: Any) -> None:
+    obj = cfg
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        obj = obj[p] if isinstance(obj, dict) else getattr(obj, p)
+    last = parts[-1]
+    if isinstance(obj, dict):
+        obj[last] = value
+        return
+    if not hasattr(obj, last):
+        raise ConfigError(f"override {dotted!r}: {type(obj).__name__} has no field {last!r}")
+    setattr(obj, last, _coerce(value, get_type_hints(type(obj))[last], dotted))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def config_from_dict(d: dict, where: str = "config") -> Config:
+    return _from_dict(Config, d or {}, where)
+
+
+BUILTIN_DIR = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config path, or the name of a built-in config (`tiny`, `emosynth3`, ...)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    builtin = BUILTIN_DIR / f"{path}.yaml"
+    if builtin.exists():
+        return builtin
+    raise FileNotFoundError(f"config {path!r} not found (built-in configs: {', '.join(sorted(x.stem for x in BUILTIN_DIR.glob('*.yaml')))})")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (a path or a built-in name); apply `key.path=value` overrides."""
+    if path is None:
+        cfg = Config()
+    else:
+        p = resolve_config_path(path)
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from e
+        cfg = config_from_dict(raw, where=str(p))
+    for o in overrides or []:
+        set_path(cfg, *parse_override(o))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    if len(set(cfg.labels)) != len(cfg.labels) or not cfg.labels:
+        raise ConfigError(f"labels must be a non-empty list of distinct names, got {cfg.labels}")
+    if len(set(cfg.languages)) != len(cfg.languages) or not cfg.languages:
+        raise ConfigError(f"languages must be a non-empty list of distinct ISO codes, got {cfg.languages}")
+    if cfg.distill.weighting not in ("route", "cosine", "mean"):
+        raise ConfigError(f"distill.weighting must be route, cosine or mean, got {cfg.distill.weighting!r}")
+    if not 0.0 <= cfg.distill.kd_weight <= 1.0:
+        raise ConfigError(f"distill.kd_weight must be in [0, 1], got {cfg.distill.kd_weight}")
+    if cfg.launch.executor not in ("slurm", "local", "debug"):
+        raise ConfigError(f"launch.executor must be slurm, local or debug, got {cfg.launch.executor!r}")
+    for m in (cfg.teacher, cfg.student):
+        if m.family not in ("wav2vec2", "hubert", "wavlm"):
+            raise ConfigError(f"model family must be wav2vec2, hubert or wavlm, got {m.family!r}")
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    from lakd.data.shards import atomic_write_bytes
+
+    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+
+
+def config_hash(cfg: Config) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]

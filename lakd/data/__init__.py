@@ -1,0 +1,1 @@
+"""Data layer: shard format, corpus importers, synthetic corpus, streaming loader."""
