@@ -1,0 +1,277 @@
+"""The `lakd` command line: a thin layer over recipes and the data layer (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__ or "lakd")
+shards_app = typer.Typer(no_args_is_help=True, help="Make, import, index and inspect audio shards.")
+experiment_app = typer.Typer(no_args_is_help=True, help="Multi-run experiments (the paper's table).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results written as JSON).")
+train_app = typer.Typer(no_args_is_help=True, help="Train teachers and baselines.")
+app.add_typer(shards_app, name="shards")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(bench_app, name="bench")
+app.add_typer(train_app, name="train")
+
+console = Console(stderr=False)
+
+ConfigOpt = typer.Option("tiny", "--config", "-c", help="YAML config file or a built-in name (tiny, emosynth3).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config value: --set student_optim.lr=1e-3 (repeatable).")
+RunDirOpt = typer.Option(None, "--run-dir", help="Where outputs go (overrides run_dir in the config).")
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)])
+    for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "DeepSpeed", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(config: str, overrides: Optional[List[str]], run_dir: Optional[Path] = None):
+    from lakd.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, list(overrides or []) + ([f"run_dir={run_dir}"] if run_dir else []))
+    except (ConfigError, FileNotFoundError) as e:
+        console.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2)
+    return cfg
+
+
+def _fail(msg: str, code: int = 1):
+    console.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+@shards_app.command("synth")
+def shards_synth(
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (gets train/ dev/ test/)."),
+    languages: str = typer.Option("en,fi,fr", help="Comma-separated espeak-ng language codes."),
+    speakers: int = typer.Option(6, help="Speakers per language (split speaker-independently)."),
+    utterances: int = typer.Option(24, help="Utterances per speaker."),
+    seed: int = typer.Option(0),
+    labels: str = typer.Option("anger,happiness,neutral,sadness", help="Comma-separated emotion labels."),
+) -> None:
+    """Synthesize a multilingual emotional-speech corpus with espeak-ng (deterministic for a seed)."""
+    from lakd.data.synth import synthesize_corpus
+
+    summary = synthesize_corpus(out, languages=tuple(languages.split(",")), speakers_per_language=speakers,
+                                utterances_per_speaker=utterances, labels=tuple(labels.split(",")), seed=seed)
+    console.print_json(json.dumps(summary, default=str))
+
+
+@shards_app.command("import")
+def shards_import(
+    corpus: str = typer.Option(..., help="iemocap | fesc | cafe | ravdess | cremad | emodb | manifest"),
+    root: Path = typer.Option(..., help="Corpus root directory (or the manifest file for --corpus manifest)."),
+    out: Path = typer.Option(..., "--out", "-o"),
+    labels: str = typer.Option("anger,happiness,neutral,sadness", help="Target label set; others are dropped and counted."),
+    fold: Optional[str] = typer.Option(None, help="Fold to use as test (corpus specific, see docs/corpora.md)."),
+    strict: bool = typer.Option(False, help="Fail on the first unreadable file instead of a counted skip."),
+) -> None:
+    """Import a real corpus from its original layout into lakd shards (speaker-independent splits)."""
+    from lakd.data.corpora import import_corpus
+
+    kwargs = {"labels": tuple(labels.split(",")), "strict": strict}
+    if fold is not None:
+        kwargs["fold"] = fold
+    summary = import_corpus(corpus, root, out, **kwargs)
+    console.print_json(json.dumps(summary.as_dict() if hasattr(summary, "as_dict") else summary, default=str))
+
+
+@shards_app.command("index")
+def shards_index(directory: Path) -> None:
+    """Write index.json (counts, durations, sha256 per shard) for a directory of shards made elsewhere."""
+    from lakd.data.shards import write_index
+
+    index = write_index(directory)
+    console.print(f"wrote {directory / 'index.json'}: {len(index['shards'])} shards, {index['num_samples']} samples")
+
+
+@shards_app.command("inspect")
+def shards_inspect(spec: List[str] = typer.Argument(..., help="Directory, brace pattern or shard paths."),
+                   verify: bool = typer.Option(True, help="Verify sha256 checksums against index.json.")) -> None:
+    """Print counts, durations, label distribution; verify checksums."""
+    from lakd.data.inspect import inspect_shards, print_inspection
+
+    report = inspect_shards(spec if len(spec) > 1 else spec[0], verify=verify)
+    print_inspection(report, console)
+    if report.get("checksum_failures"):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+@train_app.command("teacher")
+def train_teacher(language: str = typer.Option(..., help="Language code, or 'multi' for one model on all languages."),
+                  config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+    """Fine-tune one teacher (FT-Mono for a language, FT-Multi with --language multi)."""
+    from lakd.recipes import finetune
+
+    cfg = _load(config, set, run_dir)
+    console.print(f"teacher checkpoint: {finetune.run_teacher(cfg, language)}")
+
+
+@app.command("cache")
+def cache_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
+              teachers: str = typer.Option("", help="Teacher names to cache (default: one per language).")) -> None:
+    """Run each teacher once over the training shards and store logits + embeddings (teacher knowledge cache)."""
+    from lakd.recipes import cache, common
+
+    cfg = _load(config, set, run_dir)
+    names = teachers.split(",") if teachers else list(cfg.languages)
+    dirs = {n: str(common.teacher_dir(cfg, n) / "best") for n in names}
+    console.print(f"cache: {cache.run(cfg, dirs)}")
+
+
+@app.command("distill")
+def distill_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
+                teachers: str = typer.Option("", help="Teacher names (default: one per language; 'multi' for KD-Mono)."),
+                name: str = typer.Option("student", help="Output name under run_dir.")) -> None:
+    """Distill the teachers into the multilingual student."""
+    from lakd.recipes import common, distill
+
+    cfg = _load(config, set, run_dir)
+    names = teachers.split(",") if teachers else list(cfg.languages)
+    dirs = {n: str(common.teacher_dir(cfg, n) / "best") for n in names}
+    cache_dir = str(common.run_path(cfg, "cache")) if cfg.distill.use_cache else None
+    console.print(f"student checkpoint: {distill.run(cfg, dirs, cache_dir, name=name)}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(checkpoint: Path = typer.Option(..., help="A checkpoint directory (…/best)."),
+                 shards: List[str] = typer.Option(..., help="Evaluation shards: directory, pattern or list."),
+                 out: Optional[Path] = typer.Option(None, help="Report directory (default: <checkpoint>/../eval)."),
+                 bootstrap: int = typer.Option(1000, help="Bootstrap resamples for 95% confidence intervals."),
+                 device: str = typer.Option("auto")) -> None:
+    """WA / UA per language and overall, per-class recall, confusion matrices (PNG), bootstrap CIs."""
+    from lakd.recipes.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(checkpoint, shards, out_dir=out, n_bootstrap=bootstrap, device=device)
+    console.print(report["markdown"])
+    console.print(f"report written to {report['out_dir']}")
+
+
+@app.command("predict")
+def predict_cmd(files: List[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg …)."),
+                checkpoint: Path = typer.Option(..., help="A checkpoint directory."),
+                language: Optional[str] = typer.Option(None, help="ISO code of the utterances' language (unknown if unset)."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Class probabilities for audio files."""
+    from rich.table import Table
+
+    import lakd
+
+    predictor = lakd.load(checkpoint)
+    rows = []
+    for f in files:
+        try:
+            probs = predictor.predict_file(f, language=language)
+        except Exception as e:  # a bad file must not hide the others' results
+            _fail(f"{f}: {e}")
+        rows.append({"file": str(f), "prediction": max(probs, key=probs.get), "probabilities": probs})
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("file", "prediction", *predictor.labels)
+    for r in rows:
+        table.add_row(r["file"], r["prediction"], *[f"{r['probabilities'][l]:.3f}" for l in predictor.labels])
+    console.print(table)
+
+
+@app.command("export")
+def export_cmd(checkpoint: Path = typer.Option(...), out: Path = typer.Option(..., "--out", "-o"),
+               format: str = typer.Option("onnx", help="onnx | torchscript")) -> None:
+    """Export a checkpoint for deployment (ONNX verified with onnxruntime)."""
+    from lakd.inference import export_model
+
+    info = export_model(checkpoint, out, fmt=format)
+    console.print_json(json.dumps(info))
+
+
+# ---------------------------------------------------------------------------------------------- pipelines
+
+@experiment_app.command("paper-table")
+def paper_table_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
+                    runs: str = typer.Option("ft-mono,ft-multi,kd-mono,mtkd,la-mtkd", help="Which runs to train.")) -> None:
+    """Train FT-Mono, FT-Multi, KD-Mono, MTKD and LA-MTKD and print a table like the paper's (UA/WA, 95% CIs)."""
+    from lakd.recipes import paper_table
+
+    cfg = _load(config, set, run_dir)
+    result = paper_table.run(cfg, runs=runs.split(","))
+    console.print(result["markdown"])
+    console.print(f"saved {result['json_path']} and {result['markdown_path']}")
+
+
+@app.command("demo")
+def demo_cmd(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"), config: str = ConfigOpt,
+             set: Optional[List[str]] = SetOpt) -> None:
+    """The embedded default: synthesize a small corpus, train tiny teachers and the student, print results."""
+    from lakd.recipes import pipeline
+
+    cfg = _load(config, set, run_dir)
+    result = pipeline.run(cfg)
+    console.print(result["markdown"])
+
+
+@app.command("launch")
+def launch_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
+               executor: Optional[str] = typer.Option(None, help="slurm | local | debug (default: launch.executor)."),
+               wait: bool = typer.Option(True, help="Wait for the graph to finish.")) -> None:
+    """Submit the whole job graph (shards -> teachers -> cache -> student -> evaluation) through submitit."""
+    from lakd.launch.graph import launch
+
+    cfg = _load(config, set, run_dir)
+    result = launch(cfg, cfg.run_dir, executor=executor, wait=wait)
+    console.print_json(json.dumps(result, default=str))
+
+
+@app.command("status")
+def status_cmd(run_dir: Path) -> None:
+    """Show every stage of a launched run: state, job ids, last metric, log paths."""
+    from lakd.launch.status import print_status, stage_status
+
+    print_status(stage_status(run_dir), console)
+
+
+# ---------------------------------------------------------------------------------------------- benchmarks
+
+@bench_app.command("data")
+def bench_data_cmd(shards: str = typer.Option(None, help="Shards to read (default: synthesize a small corpus)."),
+                   workers: str = typer.Option("0,1,2", help="Worker counts to compare."),
+                   out: Path = typer.Option(Path("bench/results/data.json"), "--out")) -> None:
+    """Loader throughput (samples/s, audio-s/s) by worker count."""
+    from lakd.bench.data import bench_data
+
+    bench_data(shards, worker_counts=tuple(int(w) for w in workers.split(",")), out_json=out)
+
+
+@bench_app.command("distill")
+def bench_distill_cmd(teachers: str = typer.Option("1,3,6", help="Teacher counts."),
+                      steps: int = typer.Option(10, help="Timed steps per setting."),
+                      device: str = typer.Option("auto"),
+                      out: Path = typer.Option(Path("bench/results/distill.json"), "--out")) -> None:
+    """Student step time: cached teacher knowledge vs online teachers vs plain fine-tuning."""
+    from lakd.bench.distill import bench_distill
+
+    bench_distill(teacher_counts=tuple(int(t) for t in teachers.split(",")), steps=steps, device=device, out_json=out)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,21 @@
+"""Recipe: run each frozen teacher once over the student's training shards and store its knowledge.
+
+    lakd cache --config tiny          # after the teachers are trained
+"""
+
+from __future__ import annotations
+
+from lakd.config import Config
+from lakd.recipes import common
+
+
+def run(cfg: Config, teacher_dirs: dict[str, str]) -> str:
+    from lakd.distill.cache import write_teacher_cache
+    from lakd.train.distributed import init_distributed
+
+    dist = init_distributed()
+    out = common.run_path(cfg, "cache")
+    if dist.is_main:
+        write_teacher_cache(teacher_dirs, common.data_spec(cfg, "train"), out, list(cfg.labels), list(cfg.languages),
+                            cfg.data, dist.device, batch_size=cfg.data.eval_batch_size)
+    return str(out)

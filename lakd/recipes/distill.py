@@ -1,0 +1,121 @@
+"""Recipe: distill teachers into the multilingual student (KD-Mono, MTKD, LA-MTKD).
+
+    loss = (1 - λ)·CE(labels) + λ·Σ_k w_k·T²·KL(p_t_k ‖ p_s) [+ β·(1 - cos(embeddings))]
+
+Teacher knowledge comes from the cache (`lakd cache`, default) or from teachers run online.
+
+    lakd distill --config tiny                       # LA-MTKD with the config's settings
+    lakd distill --set distill.weighting=cosine ...  # MTKD
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from lakd.config import Config
+from lakd.recipes import common
+from lakd.recipes.finetune import class_weights_for, train_classifier
+
+log = logging.getLogger("lakd.recipes.distill")
+
+
+def teacher_language(name: str, languages: list[str]) -> str | None:
+    """A teacher named after a language teaches that language; any other name (e.g. 'multi') teaches all."""
+    return name if name in languages else None
+
+
+class OnlineTeachers(nn.Module):
+    """Frozen teachers in eval mode, run in the loop (no cache). Dropout stays off."""
+
+    def __init__(self, teacher_dirs: dict[str, str], device):
+        super().__init__()
+        from lakd.models.ser import SERModel
+
+        self.names = list(teacher_dirs)
+        self.models = nn.ModuleList([SERModel.from_pretrained(teacher_dirs[n]) for n in self.names]).to(device)
+        for m in self.models:
+            m.eval()
+            m.requires_grad_(False)
+
+    def train(self, mode: bool = True):  # teachers never leave eval mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, input_values, attention_mask, language_ids):
+        outs = [m(input_values, attention_mask, None) for m in self.models]
+        return torch.stack([o.logits.float() for o in outs]), [o.pooled.float() for o in outs]
+
+
+def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: str = "student", on_eval=None) -> str:
+    """Train the student from `teacher_dirs` ({name: checkpoint}); returns the best student checkpoint dir."""
+    from lakd.distill.losses import EmbeddingProjections, distillation_loss, teacher_weights
+
+    out = common.run_path(cfg, name)
+    if (out / "done.json").exists() and (out / "best" / "lakd.json").exists():
+        log.info("student %s already trained: %s", name, out / "best")
+        return str(out / "best")
+    names = list(teacher_dirs)
+    t_langs = [teacher_language(n, list(cfg.languages)) for n in names]
+    d = cfg.distill
+    if d.weighting == "route" and all(l is None for l in t_langs) and len(names) > 1:
+        raise ValueError("distill.weighting=route needs teachers named by language (en, fi, ...)")
+
+    def loss_factory(model, device, dist):
+        cache = None
+        online = None
+        if d.use_cache:
+            if cache_dir is None:
+                raise ValueError("distill.use_cache is true but no cache directory was given (run `lakd cache`)")
+            from lakd.distill.cache import TeacherCache
+
+            cache = TeacherCache(cache_dir, teacher_dirs=teacher_dirs)
+        else:
+            online = OnlineTeachers(teacher_dirs, device)
+        class_weights = (class_weights_for(cfg, common.data_spec(cfg, "train"), list(cfg.languages)).to(device)
+                         if cfg.student_optim.class_weighted_ce else None)
+        projections = extra["projections"]
+
+        def loss_fn(m, batch):
+            x, mask, lang = (batch["input_values"].to(device), batch["attention_mask"].to(device),
+                             batch["language_ids"].to(device))
+            s = m(x, mask, lang)
+            if cache is not None:
+                t_logits, t_embeds = cache.lookup(batch["keys"])
+                t_logits = torch.as_tensor(t_logits, device=device)
+                t_embeds = [torch.as_tensor(e, device=device) for e in t_embeds]
+            else:
+                t_logits, t_embeds = online(x, mask, lang)
+            w = teacher_weights(d.weighting, s.logits, t_logits, lang, t_langs, list(cfg.languages), tau=d.cosine_tau)
+            terms = distillation_loss(s.logits, t_logits, batch["labels"].to(device), w, d.temperature, d.kd_weight,
+                                      class_weights=class_weights, student_embed=s.pooled,
+                                      teacher_embeds=t_embeds if d.embed_weight > 0 else None,
+                                      embed_weight=d.embed_weight, projections=projections)
+            logged = {k: v.detach() for k, v in terms.items() if k != "loss" and torch.is_tensor(v)}
+            for k, n in enumerate(names):
+                logged[f"w_{n}"] = w[:, k].mean().detach()
+            return terms["loss"], logged
+
+        return loss_fn
+
+    extra = {"projections": None}
+    extra_modules = None
+    if d.embed_weight > 0:
+        from lakd.models.ser import SERModel
+
+        t_dims = [SERModel.embed_dim_of(teacher_dirs[n]) for n in names]
+        s_dim = SERModel.embed_dim_for(cfg.student)
+        extra["projections"] = EmbeddingProjections(s_dim, t_dims)
+        extra_modules = {"projections": extra["projections"]}
+    meta = {"teachers": {n: str(p) for n, p in teacher_dirs.items()}, "distill": vars(d).copy(),
+            "cache_dir": cache_dir}
+    best = train_classifier(cfg, cfg.student, cfg.student_optim, list(cfg.languages), out, kind=f"distill-{d.weighting}",
+                            loss_factory=loss_factory, extra_modules=extra_modules, extra_meta=meta,
+                            on_eval=on_eval)
+    from lakd.data.shards import atomic_write_json
+
+    atomic_write_json(out / "done.json", {"checkpoint": str(best), "teachers": names})
+    return str(best)

@@ -1,0 +1,104 @@
+"""Recipe: evaluate a checkpoint on shards — WA/UA per language and overall, per-class recall, confusion
+matrices, bootstrap confidence intervals; JSON + markdown + PNG report.
+
+    lakd evaluate --checkpoint runs/demo/student/best --shards runs/demo/data/test
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lakd.config import Config, DataConfig
+
+log = logging.getLogger("lakd.recipes.evaluate")
+
+
+@torch.no_grad()
+def predict_shards(model, spec, labels, languages, data_cfg: DataConfig, device, dist=None,
+                   language_filter=None) -> dict:
+    """Run `model` over every sample of `spec` once (across ranks); rank 0 gets all predictions."""
+    from lakd.data.loader import build_loader
+
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    was_training = model.training
+    model.eval()
+    keys, y_true, probs, langs, speakers = [], [], [], [], []
+    loader = build_loader(spec, labels, languages, cfg=data_cfg, train=False, rank=rank, world_size=world,
+                          allow_unknown_language=True, language_filter=language_filter)
+    for batch in loader:
+        out = model(batch["input_values"].to(device), batch["attention_mask"].to(device),
+                    batch["language_ids"].to(device))
+        probs.append(torch.softmax(out.logits.float(), -1).cpu().numpy())
+        y_true.extend(batch["labels"].tolist())
+        keys.extend(batch["keys"])
+        langs.extend(batch["languages"])
+        speakers.extend(batch.get("speakers", [None] * len(batch["keys"])))
+    model.train(was_training)
+    result = {"keys": keys, "y_true": y_true, "probs": np.concatenate(probs) if probs else np.zeros((0, len(labels))),
+              "languages": langs, "speakers": speakers}
+    if world > 1 and torch.distributed.is_initialized():
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, result)
+        result = {k: (np.concatenate([g[k] for g in gathered]) if k == "probs" else sum((list(g[k]) for g in gathered), []))
+                  for k in result}
+    result["y_pred"] = result["probs"].argmax(-1).tolist() if len(result["probs"]) else []
+    return result
+
+
+def make_dev_eval_fn(cfg: Config, languages: list[str], device, dist):
+    """Dev-set metrics used for model selection and early stopping (the test split is never touched)."""
+    from lakd.eval.metrics import grouped_metrics
+    from lakd.recipes.common import data_spec
+
+    spec = data_spec(cfg, "dev")
+
+    def eval_fn(model) -> dict:
+        pred = predict_shards(model, spec, cfg.labels, cfg.languages, cfg.data, device, dist, language_filter=languages)
+        m = grouped_metrics(pred["y_true"], pred["y_pred"], pred["languages"], list(cfg.labels))
+        out = {"ua": m["overall"]["ua"], "wa": m["overall"]["wa"]}
+        for lang, v in m["groups"].items():
+            out[f"ua_{lang}"] = v["ua"]
+        return out
+
+    return eval_fn
+
+
+def evaluate_model(model, spec, labels, languages, data_cfg, device, out_dir: Path | None, n_bootstrap=1000,
+                   seed=0, title="", language_filter=None) -> dict:
+    """Predict, compute the full metric set with CIs, and (if out_dir) write JSON/markdown/PNG reports."""
+    from lakd.eval.report import build_report, write_report
+
+    pred = predict_shards(model, spec, labels, languages, data_cfg, device, language_filter=language_filter)
+    report = build_report(pred, list(labels), n_bootstrap=n_bootstrap, seed=seed, title=title)
+    if out_dir is not None:
+        write_report(report, out_dir)
+        report["out_dir"] = str(out_dir)
+    return report
+
+
+def evaluate_checkpoint(checkpoint, spec, out_dir=None, n_bootstrap=1000, device="auto", data_cfg=None,
+                        language_filter=None) -> dict:
+    from lakd.models.ser import SERModel
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "lakd.json").exists():
+        raise FileNotFoundError(f"{checkpoint}: not a lakd checkpoint directory (no lakd.json)")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    model = SERModel.from_pretrained(checkpoint).to(dev)
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent / "eval"
+    return evaluate_model(model, spec, model.labels, model.languages, data_cfg or DataConfig(), dev, out_dir,
+                          n_bootstrap=n_bootstrap, title=str(checkpoint), language_filter=language_filter)
+
+
+def run(cfg: Config, checkpoint_dir, split: str = "test", name: str | None = None, language_filter=None) -> dict:
+    """Evaluate a trained checkpoint of this run on a split; report under run_dir/eval/<name>/<split>."""
+    from lakd.recipes.common import data_spec, run_path
+
+    name = name or Path(checkpoint_dir).parent.name
+    out = run_path(cfg, "eval", name, split)
+    return evaluate_checkpoint(checkpoint_dir, data_spec(cfg, split), out_dir=out, device=cfg.device,
+                               data_cfg=cfg.data, language_filter=language_filter)

@@ -1,0 +1,125 @@
+"""Recipe: fine-tune a wav2vec2-family classifier — a per-language teacher (FT-Mono) or one model on all
+languages (FT-Multi, `language="multi"`).
+
+    lakd train teacher --language fi --config tiny
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lakd.config import Config, ModelConfig, OptimConfig
+from lakd.recipes import common
+from lakd.recipes.evaluate import make_dev_eval_fn
+
+log = logging.getLogger("lakd.recipes.finetune")
+
+
+def class_weights_for(cfg: Config, spec, languages: list[str]) -> torch.Tensor:
+    """Inverse-frequency class weights from the shards' index (mean 1), for imbalanced corpora."""
+    from lakd.data.shards import expand_urls, read_index
+    import os
+
+    counts = torch.zeros(len(cfg.labels))
+    for d in {os.path.dirname(os.path.abspath(u)) for u in expand_urls(spec)}:
+        for lang, c in (read_index(d) or {}).get("counts", {}).items():
+            if lang in languages:
+                for label, n in c.items():
+                    if label in cfg.labels:
+                        counts[cfg.labels.index(label)] += n
+    counts = counts.clamp(min=1)
+    w = counts.sum() / counts
+    return w / w.mean()
+
+
+def train_classifier(cfg: Config, model_cfg: ModelConfig, optim_cfg: OptimConfig, languages: list[str],
+                     out_dir: Path, kind: str, loss_factory=None, extra_modules=None, extra_meta=None,
+                     on_eval=None) -> Path:
+    """Train an SERModel on the training shards of `languages`, select on dev, return the best checkpoint dir.
+
+    `loss_factory(model, device, dist) -> loss_fn(model, batch) -> (loss, terms)` lets the distillation recipe
+    reuse this loop; by default the loss is cross-entropy on the labels. `on_eval(metrics)` sees every dev
+    evaluation (Ray Tune reports through it).
+    """
+    from lakd.data.loader import build_loader
+    from lakd.models.ser import SERModel
+    from lakd.train.distributed import init_distributed
+    from lakd.train.engine import Trainer
+    from lakd.train.logging import RunLogger
+
+    dist = init_distributed()
+    common.seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = dist.device
+    out_dir = Path(out_dir)
+    train_spec = common.shards_for_languages(common.data_spec(cfg, "train"), languages)
+    n_train = common.count_samples(train_spec, languages)
+    if n_train == 0:
+        raise ValueError(f"{kind}: no training samples for languages {languages} in {common.data_spec(cfg, 'train')}")
+    per_rank = cfg.data.epoch_samples or math.ceil(n_train / dist.world_size)
+    steps_per_epoch = max(1, math.ceil(per_rank / cfg.data.batch_size))
+
+    model = SERModel(model_cfg, list(cfg.labels), list(cfg.languages)).to(device)
+    class_weights = class_weights_for(cfg, train_spec, languages).to(device) if optim_cfg.class_weighted_ce else None
+
+    def loader_factory(epoch: int):
+        return build_loader(train_spec, cfg.labels, cfg.languages, cfg=cfg.data, train=True, seed=cfg.seed,
+                            rank=dist.rank, world_size=dist.world_size, epoch=epoch, language_filter=languages)
+
+    if loss_factory is None:
+        def loss_fn(m, batch):
+            out = m(batch["input_values"].to(device), batch["attention_mask"].to(device),
+                    batch["language_ids"].to(device))
+            ce = F.cross_entropy(out.logits, batch["labels"].to(device), weight=class_weights)
+            return ce, {"ce": ce.detach()}
+    else:
+        loss_fn = loss_factory(model, device, dist)
+
+    dev_eval = make_dev_eval_fn(cfg, languages, device, dist)
+
+    def eval_fn(m):
+        metrics = dev_eval(m)
+        if on_eval is not None:
+            on_eval(metrics)
+        return metrics
+    meta = {"kind": kind, "languages_trained": languages, "train_spec": [str(u) for u in train_spec],
+            "config": cfg.to_dict(), **(extra_meta or {})}
+    logger = RunLogger(out_dir, cfg.to_dict(), cfg.wandb, name=f"{cfg.name}-{out_dir.name}", group=cfg.wandb.group or cfg.name,
+                       enabled_on_rank0=dist.is_main)
+    trainer = Trainer(model, optim_cfg, loss_fn=loss_fn, train_loader_factory=loader_factory, eval_fn=eval_fn,
+                      out_dir=out_dir, dist=dist, logger=logger, steps_per_epoch=steps_per_epoch,
+                      use_deepspeed=cfg.launch.deepspeed, zero_stage=cfg.launch.zero_stage,
+                      extra_meta=meta, seed=cfg.seed, extra_modules=extra_modules)
+    try:
+        summary = trainer.fit()
+    finally:
+        logger.close()
+    log.info("%s done: %s", kind, {k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    return out_dir / "best"
+
+
+def run_teacher(cfg: Config, language: str) -> str:
+    """Train the teacher of one language (or all with 'multi') under run_dir/teachers/<language>/."""
+    if language == common.MULTI:
+        languages, kind = list(cfg.languages), "ft-multi"
+    elif language in cfg.languages:
+        languages, kind = [language], "ft-mono"
+    else:
+        raise ValueError(f"language {language!r} is not in the config's languages {cfg.languages} (or use 'multi')")
+    out = common.teacher_dir(cfg, language)
+    done = out / "best" / "lakd.json"
+    if done.exists() and (out / "done.json").exists():
+        log.info("teacher %s already trained: %s", language, out / "best")
+        return str(out / "best")
+    teacher_cfg = cfg.teacher
+    best = train_classifier(cfg, teacher_cfg, cfg.teacher_optim, languages, out, kind)
+    from lakd.data.shards import atomic_write_json
+
+    atomic_write_json(out / "done.json", {"checkpoint": str(best), "kind": kind})
+    return str(best)

@@ -1,0 +1,160 @@
+"""Recipe: the paper's comparison — FT-Mono, FT-Multi, KD-Mono, MTKD, LA-MTKD — trained on the same shards,
+selected on dev, reported on test as UA / WA per language with bootstrap 95% confidence intervals.
+
+    lakd experiment paper-table --config emosynth3
+
+| run      | teachers                   | weighting | student                                    |
+|----------|----------------------------|-----------|--------------------------------------------|
+| FT-Mono  | —  (one model per language, each evaluated on its language)               |
+| FT-Multi | —  (one model on all languages)                                            |
+| KD-Mono  | the FT-Multi model         | —         | plain (no language embedding, mean pooling) |
+| MTKD     | the FT-Mono models         | cosine    | plain (as published)                        |
+| LA-MTKD  | the FT-Mono models         | route     | language embedding + hierarchical attention |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lakd.config import Config
+from lakd.recipes import cache as cache_recipe
+from lakd.recipes import common, distill, finetune, prepare
+from lakd.recipes.evaluate import predict_shards
+
+log = logging.getLogger("lakd.recipes.paper_table")
+
+RUNS = ("ft-mono", "ft-multi", "kd-mono", "mtkd", "la-mtkd")
+DISPLAY = {"ft-mono": "FT-Mono", "ft-multi": "FT-Multi", "kd-mono": "KD-Mono", "mtkd": "MTKD", "la-mtkd": "LA-MTKD"}
+
+
+def student_variant(cfg: Config, run: str) -> Config:
+    """The config of one distillation run: the plain student for KD-Mono/MTKD, the configured one for LA-MTKD."""
+    if run == "la-mtkd":
+        return cfg.copy(**{"distill.weighting": "route"})
+    plain = {"student.language_embedding": False, "student.hierarchical_attention": False}
+    if run == "kd-mono":
+        return cfg.copy(**plain, **{"distill.weighting": "mean"})
+    if run == "mtkd":
+        return cfg.copy(**plain, **{"distill.weighting": "cosine"})
+    raise ValueError(run)
+
+
+def _predict_checkpoint(cfg: Config, ckpt: str, languages: list[str] | None):
+    import torch
+
+    from lakd.models.ser import SERModel
+
+    device = common.resolve_device(cfg)
+    model = SERModel.from_pretrained(ckpt).to(device)
+    return predict_shards(model, common.data_spec(cfg, "test"), cfg.labels, cfg.languages, cfg.data, device,
+                          language_filter=languages)
+
+
+def _merge(preds: list[dict]) -> dict:
+    out = {k: sum((list(p[k]) for p in preds), []) for k in ("keys", "y_true", "y_pred", "languages", "speakers")}
+    out["probs"] = np.concatenate([p["probs"] for p in preds])
+    return out
+
+
+def run(cfg: Config, runs: list[str] = list(RUNS), n_bootstrap: int = 1000) -> dict:
+    from lakd.eval.report import build_report, write_report
+
+    unknown = set(runs) - set(RUNS)
+    if unknown:
+        raise ValueError(f"unknown run(s) {sorted(unknown)}; choose from {RUNS}")
+    common.write_run_config(cfg)
+    prepare.run(cfg)
+    langs = list(cfg.languages)
+    timings: dict[str, float] = {}
+    preds: dict[str, dict] = {}
+    ckpts: dict[str, str] = {}
+
+    need_mono = any(r in runs for r in ("ft-mono", "mtkd", "la-mtkd"))
+    need_multi = any(r in runs for r in ("ft-multi", "kd-mono"))
+    t0 = time.time()
+    mono = {l: finetune.run_teacher(cfg, l) for l in langs} if need_mono else {}
+    timings["ft-mono"] = time.time() - t0
+    t0 = time.time()
+    multi = {common.MULTI: finetune.run_teacher(cfg, common.MULTI)} if need_multi else {}
+    timings["ft-multi"] = time.time() - t0
+    if cfg.distill.use_cache:
+        t0 = time.time()
+        cache_dir = cache_recipe.run(cfg, {**mono, **multi})
+        timings["cache"] = time.time() - t0
+    else:
+        cache_dir = None
+
+    if "ft-mono" in runs:
+        preds["ft-mono"] = _merge([_predict_checkpoint(cfg, mono[l], [l]) for l in langs])
+        ckpts["ft-mono"] = {l: mono[l] for l in langs}
+    if "ft-multi" in runs:
+        preds["ft-multi"] = _predict_checkpoint(cfg, multi[common.MULTI], None)
+        ckpts["ft-multi"] = multi[common.MULTI]
+    for r in ("kd-mono", "mtkd", "la-mtkd"):
+        if r not in runs:
+            continue
+        t0 = time.time()
+        rcfg = student_variant(cfg, r)
+        teachers = multi if r == "kd-mono" else mono
+        ckpts[r] = distill.run(rcfg, teachers, cache_dir, name=f"students/{r}")
+        timings[r] = time.time() - t0
+        preds[r] = _predict_checkpoint(rcfg, ckpts[r], None)
+
+    reports = {}
+    for r in runs:
+        rep = build_report(preds[r], list(cfg.labels), n_bootstrap=n_bootstrap, seed=cfg.seed, title=DISPLAY[r])
+        write_report(rep, common.run_path(cfg, "eval", r, "test"))
+        reports[r] = rep
+    table = format_paper_table(reports, langs)
+    result = {
+        "config": cfg.name, "seed": cfg.seed, "runs": runs, "languages": langs, "timings_s": timings,
+        "checkpoints": ckpts,
+        "results": {r: summarize(reports[r], langs) for r in runs},
+        "markdown": table,
+    }
+    out = common.run_path(cfg, "paper_table")
+    from lakd.data.shards import atomic_write_bytes, atomic_write_json
+
+    atomic_write_json(out.with_suffix(".json"), {k: v for k, v in result.items() if k != "markdown"})
+    atomic_write_bytes(out.with_suffix(".md"), (table + "\n").encode())
+    result["json_path"], result["markdown_path"] = str(out.with_suffix(".json")), str(out.with_suffix(".md"))
+    return result
+
+
+def summarize(report: dict, langs: list[str]) -> dict:
+    """{group: {ua, ua_ci, wa, wa_ci, n}} for each language and overall."""
+    out = {}
+    for g in [*langs, "overall"]:
+        m = report["overall"] if g == "overall" else report["groups"].get(g)
+        if m is None:
+            continue
+        out[g] = {k: m[k] for k in ("ua", "ua_ci", "wa", "wa_ci", "n") if k in m}
+    return out
+
+
+def _cell(m: dict | None, key: str) -> str:
+    if m is None:
+        return "—"
+    ci = m.get(f"{key}_ci")
+    s = f"{100 * m[key]:.1f}"
+    return s + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def format_paper_table(reports: dict[str, dict], langs: list[str]) -> str:
+    """Markdown table shaped like the paper's Table 6: UA / WA (%) per language and overall, 95% CIs."""
+    groups = [*langs, "overall"]
+    head = "| run | " + " | ".join(f"{g} UA | {g} WA" for g in groups) + " |"
+    sep = "|---|" + "---|---|" * len(groups)
+    lines = [head, sep]
+    for r, rep in reports.items():
+        cells = []
+        for g in groups:
+            m = rep["overall"] if g == "overall" else rep["groups"].get(g)
+            cells += [_cell(m, "ua"), _cell(m, "wa")]
+        lines.append(f"| {DISPLAY.get(r, r)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Recipe: make the run's data when the config asks for a synthetic corpus (`synth:` section).
+
+Idempotent: existing splits (with index.json) are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lakd.config import Config
+from lakd.recipes import common
+
+log = logging.getLogger("lakd.recipes.prepare")
+
+
+def run(cfg: Config) -> str | None:
+    if not cfg.synth:
+        return None
+    out = common.run_path(cfg, "data")
+    if all((out / s / "index.json").exists() for s in ("train", "dev", "test")):
+        log.info("synthetic corpus already at %s", out)
+        return str(out)
+    from lakd.data.synth import synthesize_corpus
+
+    opts = {"languages": tuple(cfg.languages), "labels": tuple(cfg.labels), "seed": cfg.seed, **cfg.synth}
+    synthesize_corpus(out, **opts)
+    return str(out)
