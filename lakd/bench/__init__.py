@@ -1,0 +1,1 @@
+"""Benchmarks (`lakd bench ...`): measurements written as JSON, never part of the test suite."""
