@@ -48,6 +48,7 @@ class ModelConfig:
     dropout: float = 0.1
     # student-only parts (each switchable for ablations)
     language_embedding: bool = False
+    language_dropout: float = 0.1  # train the shared "any" vector: replace a sample's language with it at this rate
     hierarchical_attention: bool = False
     attention_depth: int = 2    # D top transformer layers pooled by attention
     attention_dim: int = 64

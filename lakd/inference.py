@@ -98,7 +98,10 @@ def export_model(checkpoint, out, fmt: str = "onnx", seconds: float = 2.0) -> di
         x2, mask2 = x[:, : int(16000 * seconds * 0.75)].contiguous(), mask[:, : int(16000 * seconds * 0.75)].contiguous()
         with torch.no_grad():
             ref2 = wrapper(x2, mask2, lang).numpy()
-        got = sess.run(None, {"input_values": x2.numpy(), "attention_mask": mask2.numpy(), "language_ids": lang.numpy()})[0]
+        feeds = {"input_values": x2.numpy(), "attention_mask": mask2.numpy(), "language_ids": lang.numpy()}
+        used = {i.name for i in sess.get_inputs()}  # a teacher ignores language_ids: the exporter drops it
+        got = sess.run(None, {k: v for k, v in feeds.items() if k in used})[0]
+        info["inputs"] = sorted(used)
         info["max_abs_diff_vs_torch"] = float(np.abs(got - ref2).max())
         if info["max_abs_diff_vs_torch"] > 1e-3:
             raise RuntimeError(f"ONNX export of {checkpoint} disagrees with PyTorch by {info['max_abs_diff_vs_torch']:.2e}")

@@ -15,8 +15,10 @@ with padding depends on its feature encoder:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from transformers import (
@@ -28,6 +30,8 @@ from transformers import (
     WavLMConfig,
     WavLMModel,
 )
+
+from transformers.utils import logging as hf_logging
 
 from lakd.config import ModelConfig
 
@@ -72,6 +76,18 @@ def _check_pretrained_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-call "Loading weights" / "Writing model shards" bars (they flood job logs)."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def build_backbone(cfg: ModelConfig) -> PreTrainedModel:
     """The backbone of `cfg.family`: `from_pretrained(cfg.pretrained)` (local only), else random init.
 
@@ -87,7 +103,8 @@ def build_backbone(cfg: ModelConfig) -> PreTrainedModel:
         path = _check_pretrained_dir(cfg.pretrained)
         try:
             config = config_cls.from_pretrained(path, local_files_only=True, **overrides)
-            model = model_cls.from_pretrained(path, config=config, local_files_only=True)
+            with quiet_progress():
+                model = model_cls.from_pretrained(path, config=config, local_files_only=True)
         except (OSError, ValueError) as e:
             raise BackboneError(f"pretrained backbone {path}: cannot load as {model_cls.__name__} ({e})") from e
     else:
@@ -137,18 +154,14 @@ def num_frames(backbone: PreTrainedModel, num_samples: int | torch.Tensor) -> in
     return backbone._get_feat_extract_output_lengths(num_samples)
 
 
-def frame_mask(backbone: PreTrainedModel, attention_mask: torch.Tensor, num_frames_: int | None = None) -> torch.Tensor:
+def frame_mask(backbone: PreTrainedModel, attention_mask: torch.Tensor, frames: int | None = None) -> torch.Tensor:
     """`[B, T]` sample mask -> `[B, F]` bool mask of frames computed from real audio only.
 
     Same result as HF's `_get_feature_vector_attention_mask` for right-padded masks, except that an
     utterance shorter than the conv receptive field gets no valid frame (HF's index arithmetic would
     wrap around and mark every frame valid).
     """
-    if num_frames_ is None:
-        num_frames_ = int(num_frames(backbone, attention_mask.shape[1]))
+    if frames is None:
+        frames = int(num_frames(backbone, attention_mask.shape[1]))
     lengths = num_frames(backbone, attention_mask.long().sum(-1)).clamp(min=0)
-    return torch.arange(num_frames_, device=attention_mask.device)[None, :] < lengths[:, None]
-
-
-def backbone_layers(backbone: PreTrainedModel) -> int:
-    return backbone.config.num_hidden_layers
+    return torch.arange(frames, device=attention_mask.device)[None, :] < lengths[:, None]
