@@ -61,6 +61,7 @@ class OptimConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    schedule: str = "cosine"    # learning-rate decay after warmup: cosine | linear | constant
     grad_clip: float = 1.0
     grad_accum: int = 1
     class_weighted_ce: bool = False

@@ -70,13 +70,14 @@ def make_dev_eval_fn(cfg: Config, languages: list[str], device, dist):
 def evaluate_model(model, spec, labels, languages, data_cfg, device, out_dir: Path | None, n_bootstrap=1000,
                    seed=0, title="", language_filter=None) -> dict:
     """Predict, compute the full metric set with CIs, and (if out_dir) write JSON/markdown/PNG reports."""
-    from lakd.eval.report import build_report, write_report
+    from lakd.eval.report import build_report, to_markdown, write_report
 
     pred = predict_shards(model, spec, labels, languages, data_cfg, device, language_filter=language_filter)
     report = build_report(pred, list(labels), n_bootstrap=n_bootstrap, seed=seed, title=title)
     if out_dir is not None:
         write_report(report, out_dir)
         report["out_dir"] = str(out_dir)
+    report["markdown"] = to_markdown(report)
     return report
 
 

@@ -95,7 +95,8 @@ def train_classifier(cfg: Config, model_cfg: ModelConfig, optim_cfg: OptimConfig
     trainer = Trainer(model, optim_cfg, loss_fn=loss_fn, train_loader_factory=loader_factory, eval_fn=eval_fn,
                       out_dir=out_dir, dist=dist, logger=logger, steps_per_epoch=steps_per_epoch,
                       use_deepspeed=cfg.launch.deepspeed, zero_stage=cfg.launch.zero_stage,
-                      extra_meta=meta, seed=cfg.seed, extra_modules=extra_modules)
+                      extra_meta=meta, seed=cfg.seed, extra_modules=extra_modules,
+                      micro_batch_size=cfg.data.batch_size)
     try:
         summary = trainer.fit()
     finally:

@@ -130,11 +130,16 @@ def summarize(report: dict, langs: list[str]) -> dict:
     """{group: {ua, ua_ci, wa, wa_ci, n}} for each language and overall."""
     out = {}
     for g in [*langs, "overall"]:
-        m = report["overall"] if g == "overall" else report["groups"].get(g)
+        m = _group(report, g)
         if m is None:
             continue
         out[g] = {k: m[k] for k in ("ua", "ua_ci", "wa", "wa_ci", "n") if k in m}
     return out
+
+
+def _group(report: dict, g: str) -> dict | None:
+    metrics = report["metrics"]
+    return metrics["overall"] if g == "overall" else metrics["groups"].get(g)
 
 
 def _cell(m: dict | None, key: str) -> str:
@@ -142,7 +147,7 @@ def _cell(m: dict | None, key: str) -> str:
         return "—"
     ci = m.get(f"{key}_ci")
     s = f"{100 * m[key]:.1f}"
-    return s + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+    return s + (f" [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]" if ci else "")
 
 
 def format_paper_table(reports: dict[str, dict], langs: list[str]) -> str:
@@ -150,11 +155,11 @@ def format_paper_table(reports: dict[str, dict], langs: list[str]) -> str:
     groups = [*langs, "overall"]
     head = "| run | " + " | ".join(f"{g} UA | {g} WA" for g in groups) + " |"
     sep = "|---|" + "---|---|" * len(groups)
-    lines = [head, sep]
+    lines = ["UA / WA in % on the test split, [95% bootstrap CI]", "", head, sep]
     for r, rep in reports.items():
         cells = []
         for g in groups:
-            m = rep["overall"] if g == "overall" else rep["groups"].get(g)
+            m = _group(rep, g)
             cells += [_cell(m, "ua"), _cell(m, "wa")]
         lines.append(f"| {DISPLAY.get(r, r)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

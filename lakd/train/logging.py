@@ -1,0 +1,193 @@
+"""Run logging: W&B (online / offline / disabled), an always-on `metrics.jsonl`, and short console lines.
+
+`metrics.jsonl` (one JSON object per line, in the run directory) is the source of truth that needs no
+service: `lakd status` reads its last line, plots read all of it. Each line has ``step`` and ``time`` (unix
+seconds) plus the logged values (``train/loss``, ``train/lr``, ``dev/ua``, ...) or an ``event`` name.
+
+W&B offline runs are written under ``<run_dir>/wandb/`` (upload later with ``wandb sync <run_dir>/wandb/offline-run-*``).
+The W&B run id is kept in ``<run_dir>/wandb_run_id`` so a resumed or requeued job continues the same run;
+every value is logged against the custom x-axis ``trainer/step`` so repeated steps after a resume do not
+trip W&B's monotonic-step check.
+
+Only the main process logs: pass ``enabled_on_rank0=dist.is_main``; on other ranks every method is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+METRICS_FILE = "metrics.jsonl"
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def _to_float(v: Any) -> Any:
+    if hasattr(v, "item") and callable(v.item):
+        try:
+            return float(v.item())
+        except (TypeError, ValueError, RuntimeError):
+            return str(v)
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float, str)) or v is None:
+        return v
+    return str(v)
+
+
+def _json_value(v: Any) -> Any:
+    v = _to_float(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.2e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+class RunLogger:
+    """Log scalars to metrics.jsonl, W&B and the console (main process only)."""
+
+    def __init__(self, run_dir: str | os.PathLike, cfg_dict: Mapping | None = None, wandb_cfg: Any = None,
+                 name: str | None = None, group: str | None = None, enabled_on_rank0: bool = True,
+                 console: bool = True, job_type: str | None = None):
+        self.run_dir = Path(run_dir)
+        self.enabled = bool(enabled_on_rank0)
+        self.console_enabled = console
+        self._start = time.time()
+        self._wandb_run = None
+        self._file = None
+        self._console = None
+        if not self.enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+        if console:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+        mode = getattr(wandb_cfg, "mode", "disabled") if wandb_cfg is not None else "disabled"
+        if mode not in ("online", "offline", "disabled"):
+            raise ValueError(f"wandb.mode must be online, offline or disabled, got {mode!r}")
+        if mode != "disabled":
+            self._wandb_run = self._init_wandb(wandb_cfg, mode, cfg_dict, name, group, job_type)
+
+    # ------------------------------------------------------------------------------------------ W&B
+    def _init_wandb(self, wcfg: Any, mode: str, cfg_dict: Mapping | None, name: str | None, group: str | None,
+                    job_type: str | None):
+        import wandb
+
+        id_file = self.run_dir / WANDB_ID_FILE
+        if id_file.exists():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = uuid.uuid4().hex[:12]
+            from lakd.data.shards import atomic_write_bytes
+
+            atomic_write_bytes(id_file, run_id.encode())
+        run = wandb.init(project=getattr(wcfg, "project", "lakd"), entity=getattr(wcfg, "entity", None),
+                         group=group or getattr(wcfg, "group", None), name=name, tags=list(getattr(wcfg, "tags", []) or []),
+                         job_type=job_type, config=dict(cfg_dict or {}), dir=str(self.run_dir), mode=mode,
+                         id=run_id, resume="allow", reinit="create_new")
+        run.define_metric("trainer/step")
+        run.define_metric("*", step_metric="trainer/step")
+        return run
+
+    @property
+    def wandb_run(self):
+        return self._wandb_run
+
+    # --------------------------------------------------------------------------------------- logging
+    def _write(self, record: dict) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def log(self, metrics: Mapping[str, Any], step: int, *, console: bool = True, prefix: str = "") -> None:
+        """Log scalar values at optimizer step `step` (tensors are converted with .item())."""
+        if not self.enabled:
+            return
+        values = {f"{prefix}{k}": _to_float(v) for k, v in metrics.items()}
+        self._write({"step": int(step), "time": round(time.time(), 3), **values})
+        if self._wandb_run is not None:
+            self._wandb_run.log({"trainer/step": int(step), **{k: v for k, v in values.items()
+                                                               if isinstance(v, (int, float))}})
+        if console and self._console is not None and self.console_enabled:
+            body = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+            self._console.print(f"[bold]step {step}[/bold]  {body}", markup=True)
+
+    def event(self, name: str, step: int | None = None, **fields: Any) -> None:
+        """A one-off happening (resume, preemption, best checkpoint, early stop) in metrics.jsonl and console."""
+        if not self.enabled:
+            return
+        record = {"event": name, "time": round(time.time(), 3), **fields}
+        if step is not None:
+            record["step"] = int(step)
+        self._write(record)
+        if self._console is not None and self.console_enabled:
+            extra = "  ".join(f"{k}={_fmt(_to_float(v))}" for k, v in fields.items())
+            self._console.print(f"[cyan]{name}[/cyan]" + (f" at step {step}" if step is not None else "") +
+                                (f"  {extra}" if extra else ""), markup=True)
+
+    def info(self, message: str) -> None:
+        if self.enabled and self._console is not None and self.console_enabled:
+            self._console.print(message, markup=False)
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        """Final numbers: W&B run summary and a ``summary`` event line."""
+        if not self.enabled:
+            return
+        clean = {k: _to_float(v) for k, v in values.items()}
+        if self._wandb_run is not None:
+            for k, v in clean.items():
+                if isinstance(v, (int, float, str)):
+                    self._wandb_run.summary[k] = v
+        self._write({"event": "summary", "time": round(time.time(), 3), **clean})
+
+    def close(self) -> None:
+        if self._wandb_run is not None:
+            self._wandb_run.finish()
+            self._wandb_run = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "RunLogger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """All records of a run's metrics.jsonl (a torn last line from a crash is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def last_metrics(run_dir: str | os.PathLike, key: str | None = None) -> dict | None:
+    """The last metric record (optionally the last one that has `key`), skipping event lines."""
+    for rec in reversed(read_metrics(run_dir)):
+        if "event" in rec:
+            continue
+        if key is None or key in rec:
+            return rec
+    return None
