@@ -48,6 +48,36 @@ def _load(config: str, overrides: Optional[List[str]], run_dir: Optional[Path] =
     return cfg
 
 
+def _print_rows(rows: list, title: str) -> None:
+    from rich.table import Table
+
+    if not rows:
+        console.print(title)
+        return
+    table = Table(*[str(c) for c in rows[0]], title=title)
+    for r in rows:
+        table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()])
+    console.print(table)
+
+
+class _progress:
+    """A rich progress bar fed by `advance(done, total)` callbacks of long data steps."""
+
+    def __init__(self, what: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self.task = self.bar.add_task(what, total=None)
+
+    def __enter__(self):
+        self.bar.start()
+        return lambda done, total=None: self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+
 def _fail(msg: str, code: int = 1):
     console.print(f"[red]error:[/red] {msg}")
     raise typer.Exit(code)
@@ -63,13 +93,24 @@ def shards_synth(
     utterances: int = typer.Option(24, help="Utterances per speaker."),
     seed: int = typer.Option(0),
     labels: str = typer.Option("anger,happiness,neutral,sadness", help="Comma-separated emotion labels."),
+    splits: Optional[str] = typer.Option(None, help="Speakers per split, e.g. train=4,dev=1,test=1 (counts or fractions)."),
+    backend: str = typer.Option("auto", help="auto | lib (libespeak-ng in-process) | cli (espeak-ng program)."),
+    workers: Optional[int] = typer.Option(None, help="Parallel synthesis processes (default: CPU count)."),
+    overwrite: bool = typer.Option(False, help="Replace shards already in --out."),
 ) -> None:
     """Synthesize a multilingual emotional-speech corpus with espeak-ng (deterministic for a seed)."""
     from lakd.data.synth import synthesize_corpus
 
-    summary = synthesize_corpus(out, languages=tuple(languages.split(",")), speakers_per_language=speakers,
-                                utterances_per_speaker=utterances, labels=tuple(labels.split(",")), seed=seed)
-    console.print_json(json.dumps(summary, default=str))
+    split_spec = None
+    if splits:
+        split_spec = {k: (float(v) if "." in v else int(v)) for k, v in (p.split("=") for p in splits.split(","))}
+    with _progress("synthesizing") as advance:
+        summary = synthesize_corpus(out, languages=tuple(languages.split(",")), speakers_per_language=speakers,
+                                    utterances_per_speaker=utterances, labels=tuple(labels.split(",")), seed=seed,
+                                    splits=split_spec, backend=backend, workers=workers, overwrite=overwrite,
+                                    progress=advance)
+    _print_rows(summary.get("rows", []), f"synthetic corpus at {out} ({summary['num_samples']} utterances, "
+                f"{summary['duration_s'] / 3600:.2f} h, backend {summary['backend']}, {summary['seconds']:.1f} s)")
 
 
 @shards_app.command("import")
@@ -79,16 +120,31 @@ def shards_import(
     out: Path = typer.Option(..., "--out", "-o"),
     labels: str = typer.Option("anger,happiness,neutral,sadness", help="Target label set; others are dropped and counted."),
     fold: Optional[str] = typer.Option(None, help="Fold to use as test (corpus specific, see docs/corpora.md)."),
+    scheme: str = typer.Option("default", help="default | loso (leave-one-speaker/session-out folds)."),
+    map: Optional[List[str]] = typer.Option(None, "--map", help="Extra label mapping, e.g. --map calm=neutral (repeatable)."),
+    shard_size: int = typer.Option(200, help="Samples per shard."),
+    seed: int = typer.Option(0, help="Seed for corpora whose speaker split is drawn."),
     strict: bool = typer.Option(False, help="Fail on the first unreadable file instead of a counted skip."),
 ) -> None:
     """Import a real corpus from its original layout into lakd shards (speaker-independent splits)."""
     from lakd.data.corpora import import_corpus
 
-    kwargs = {"labels": tuple(labels.split(",")), "strict": strict}
+    kwargs = {"labels": tuple(labels.split(",")), "strict": strict, "scheme": scheme, "shard_size": shard_size,
+              "seed": seed}
     if fold is not None:
         kwargs["fold"] = fold
-    summary = import_corpus(corpus, root, out, **kwargs)
-    console.print_json(json.dumps(summary.as_dict() if hasattr(summary, "as_dict") else summary, default=str))
+    if map:
+        kwargs["label_map"] = dict(m.split("=", 1) for m in map)
+    try:
+        with _progress(f"importing {corpus}") as advance:
+            summary = import_corpus(corpus, root, out, progress=advance, **kwargs)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(str(e))
+    _print_rows(summary.rows(), f"{corpus} -> {out}")
+    d = summary.as_dict()
+    for what in ("dropped", "excluded", "skipped"):
+        if d.get(what):
+            console.print(f"{what}: {d[what]}")
 
 
 @shards_app.command("index")

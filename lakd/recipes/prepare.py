@@ -23,5 +23,5 @@ def run(cfg: Config) -> str | None:
     from lakd.data.synth import synthesize_corpus
 
     opts = {"languages": tuple(cfg.languages), "labels": tuple(cfg.labels), "seed": cfg.seed, **cfg.synth}
-    synthesize_corpus(out, **opts)
+    synthesize_corpus(out, overwrite=True, **opts)  # the run owns run_dir/data: a partial one is redone
     return str(out)
