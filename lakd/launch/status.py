@@ -1,0 +1,280 @@
+"""Where a launched run stands: one row per stage (and per item of an array stage).
+
+Reads the markers the job graph writes (run_dir/stages/graph.json, <stage>[/<item>]/state.json, done.json),
+the last metric of each training run (metrics.jsonl), and, for SLURM jobs that are not finished by their own
+account, the scheduler's view (sacct, else squeue): a job killed by the scheduler (time limit without
+requeue, out of memory, scancel) cannot write "failed" itself, so the live state wins over a stale marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+from lakd.launch.graph import STAGES, read_done, read_json, unit_dir
+
+# SLURM states in which a job will not run again by itself
+SLURM_FAILED = ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+                "PREEMPTED", "REVOKED")
+SLURM_WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED", "CONFIGURING")
+SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING")
+_PREFERRED = ("step", "epoch", "ua", "wa", "loss")
+
+
+# ----------------------------------------------------------------------------------------- the scheduler
+
+def _expand_job_ids(field: str) -> list[str]:
+    """'12', '12_3', '12_[0-2,5%2]' -> job ids as submitit names them ('12', '12_3', '12_0', ...)."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", field)
+    if not m:
+        return [field]
+    base, spec = m.group(1), m.group(2).split("%")[0]
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    states: dict[str, str] = {}
+    for line in text.splitlines():
+        if "|" not in line:
+            continue
+        jid, state = line.split("|", 1)
+        if "." in jid:  # job steps (12.batch)
+            continue
+        for j in _expand_job_ids(jid.strip()):
+            states[j] = state.strip().split(" ")[0]  # "CANCELLED by 0" -> CANCELLED
+    return states
+
+
+def slurm_job_states(job_ids: Iterable[str], timeout_s: float = 20) -> dict[str, str] | None:
+    """{job id: SLURM state} from sacct (squeue when accounting is off); None when neither answers."""
+    ids = sorted({str(j) for j in job_ids if j})
+    if not ids:
+        return {}
+    bases = sorted({j.split("_", 1)[0] for j in ids})
+    if shutil.which("sacct"):
+        try:
+            out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(bases)],
+                                 capture_output=True, text=True, timeout=timeout_s, check=True).stdout
+            states = _parse_pairs(out)
+            if states:
+                return states
+        except (subprocess.SubprocessError, OSError):
+            pass
+    if shutil.which("squeue"):
+        try:
+            out = subprocess.run(["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True,
+                                 timeout=timeout_s, check=True).stdout
+            states = _parse_pairs(out)
+            return {j: states[j] for j in ids if j in states} | {b: states[b] for b in bases if b in states}
+        except (subprocess.SubprocessError, OSError):
+            pass
+    return None
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+def last_metrics(path: str | os.PathLike, tail_bytes: int = 65536) -> dict | None:
+    """The last metrics record (not an event) of a metrics.jsonl, plus the latest `dev/...` values when that
+    record has none (training logs many train lines between dev evaluations). A torn last line is skipped."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - tail_bytes))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except FileNotFoundError:
+        return None
+    last: dict | None = None
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(rec, dict) or "event" in rec:
+            continue
+        if last is None:
+            last = dict(rec)
+            if any(k.startswith("dev/") for k in last):
+                break
+        elif any(k.startswith("dev/") for k in rec):
+            last.update({k: v for k, v in rec.items() if k.startswith("dev/") and k not in last})
+            break
+    return last
+
+
+def format_metrics(rec: dict | None, limit: int = 5) -> str:
+    if not rec:
+        return ""
+    nums = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "time"}
+    ranked = sorted(nums, key=lambda k: next((i for i, p in enumerate(_PREFERRED) if p in k.lower()), len(_PREFERRED)))
+    parts = []
+    for k in ranked[:limit]:
+        v = nums[k]
+        parts.append(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4g}")
+    return " ".join(parts)
+
+
+def _metrics_candidates(run_dir: Path, stage: str, item: str | None, output: Any) -> list[Path]:
+    c: list[Path] = []
+    if isinstance(output, str) and output:
+        p = Path(output)
+        c += [p / "metrics.jsonl", p.parent / "metrics.jsonl"]
+    if item is not None:
+        c.append(run_dir / stage / item / "metrics.jsonl")
+    c += [run_dir / stage / "metrics.jsonl", unit_dir(run_dir, stage, item) / "metrics.jsonl"]
+    return c
+
+
+def _report_metrics(output: Any) -> dict | None:
+    if isinstance(output, dict) and isinstance(output.get("metrics"), dict):
+        overall = output["metrics"].get("overall") or {}
+        rec = {f"test_{k}": v for k, v in overall.items() if isinstance(v, (int, float)) and k in ("ua", "wa", "macro_f1")}
+        if "mean_ua" in output["metrics"]:
+            rec["test_mean_ua"] = output["metrics"]["mean_ua"]
+        return rec or None
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- rows
+
+def _stage_list(run_dir: Path) -> list[tuple[str, list[str]]]:
+    graph = read_json(run_dir / "stages" / "graph.json")
+    if graph:
+        return [(s["name"], list(s.get("items") or [])) for s in graph["stages"]]
+    found = []
+    for name in STAGES:
+        d = run_dir / "stages" / name
+        if d.is_dir():
+            items = sorted(p.name for p in d.iterdir() if p.is_dir() and p.name != "logs"
+                           and ((p / "state.json").exists() or (p / "done.json").exists()))
+            found.append((name, items))
+    return found
+
+
+def stage_status(run_dir: str | os.PathLike, live: bool | None = None) -> list[dict]:
+    """One dict per unit, in graph order: stage, item, state (pending | running | done | failed | not started),
+    live (SLURM state or None), job_id, attempts, requeues, started_at, ended_at, metric, metric_text,
+    stdout, stderr, error, output.
+
+    `live`: ask SLURM about unfinished SLURM jobs (default: when the run used the slurm executor).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "stages").is_dir():
+        raise FileNotFoundError(f"{run_dir}: no stages/ directory (not launched with `lakd launch`?)")
+    graph = read_json(run_dir / "stages" / "graph.json") or {}
+    rows = []
+    for stage, items in _stage_list(run_dir):
+        for item in items or [None]:
+            udir = unit_dir(run_dir, stage, item)
+            st = read_json(udir / "state.json") or {}
+            done = read_done(udir)
+            output = (done or {}).get("output")
+            metric = _report_metrics(output)
+            if metric is None:
+                metric = next((m for m in (last_metrics(p) for p in _metrics_candidates(run_dir, stage, item, output))
+                               if m), None)
+            rows.append({
+                "stage": stage, "item": item,
+                "state": "done" if done else st.get("state", "not started"),
+                "live": None, "executor": st.get("executor") or graph.get("executor"),
+                "job_id": st.get("job_id"), "attempts": st.get("attempts", 0), "requeues": st.get("requeues", 0),
+                "submitted_at": st.get("submitted_at"), "started_at": st.get("started_at"),
+                "ended_at": st.get("ended_at"), "metric": metric, "metric_text": format_metrics(metric),
+                "stdout": st.get("stdout"), "stderr": st.get("stderr"), "error": st.get("error"),
+                "output": output, "dir": str(udir), "run_dir": str(run_dir),
+            })
+    use_live = live if live is not None else any(r["executor"] == "slurm" for r in rows)
+    if use_live:
+        _apply_live_states(rows)
+        _explain_cancelled(rows, {s["name"]: s.get("after", []) for s in graph.get("stages", [])})
+    return rows
+
+
+def _explain_cancelled(rows: list[dict], after: dict[str, list[str]]) -> None:
+    """A job SLURM cancelled before it started because an upstream stage failed says so."""
+    failed = {r["stage"] for r in rows if r["state"] == "failed" and r["live"] != "CANCELLED"}
+    for r in rows:
+        needs = sorted(set(after.get(r["stage"], [])) & failed)
+        if r["live"] == "CANCELLED" and not r["attempts"] and needs:
+            r["error"] = f"never started: it needs {', '.join(needs)}, which failed"
+        elif r["live"] == "CANCELLED" and not r["attempts"]:
+            r["error"] = "cancelled before it started"
+        if r["error"] and r["error"].startswith(("never started", "cancelled before")):
+            failed.add(r["stage"])
+
+
+def _apply_live_states(rows: list[dict]) -> None:
+    open_rows = [r for r in rows if r["state"] in ("pending", "running") and r["job_id"] and r["executor"] == "slurm"]
+    states = slurm_job_states(r["job_id"] for r in open_rows)
+    if states is None:
+        return
+    for r in open_rows:
+        live = states.get(r["job_id"]) or states.get(r["job_id"].split("_", 1)[0])
+        r["live"] = live
+        if live is None:
+            continue
+        if live in SLURM_FAILED:
+            r["state"] = "failed"
+            r["error"] = r["error"] or f"SLURM ended the job: {live}"
+        elif live == "COMPLETED":
+            r["state"] = "failed"
+            r["error"] = r["error"] or "job completed without writing done.json"
+        elif live in SLURM_WAITING:
+            r["state"] = "pending"
+        elif live in SLURM_RUNNING:
+            r["state"] = "running"
+
+
+# ---------------------------------------------------------------------------------------------- print
+
+_STYLE = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "bold red", "not started": "dim"}
+
+
+def _display_path(path: str | None, run_dir: Path | None) -> str:
+    if not path or not os.path.exists(path):
+        return ""
+    if run_dir is not None:
+        try:
+            return str(Path(path).relative_to(run_dir))
+        except ValueError:
+            pass
+    return path
+
+
+def print_status(rows: list[dict], console: Any = None, run_dir: str | os.PathLike | None = None) -> None:
+    """A rich table of `stage_status` rows (log paths relative to the run dir), then each failed unit's error."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console()
+    if run_dir is None and rows:
+        run_dir = rows[0].get("run_dir")
+    base = Path(run_dir).resolve() if run_dir is not None else None
+    table = Table(title=f"lakd run {run_dir}" if run_dir is not None else None, show_lines=False)
+    for col in ("stage", "state", "job", "tries", "last metric", "log"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        name = r["stage"] + (f"[{r['item']}]" if r["item"] else "")
+        state = r["state"] + (f" ({r['live']})" if r["live"] and r["live"].lower() != r["state"] else "")
+        tries = str(r["attempts"] or "") + (f" ({r['requeues']} requeued)" if r["requeues"] else "")
+        log_path = _display_path(r["stderr"], base) or _display_path(r["stdout"], base)
+        table.add_row(Text(name), Text(state, style=_STYLE.get(r["state"], "")), Text(r["job_id"] or ""),
+                      Text(tries), Text(r["metric_text"]), Text(log_path))
+    console.print(table)
+    for r in rows:
+        if r["state"] == "failed" and r["error"]:
+            name = r["stage"] + (f"[{r['item']}]" if r["item"] else "")
+            msg = Text(name, style="bold red") + Text(f": {r['error']}")
+            if r["stderr"] and os.path.exists(r["stderr"]):
+                msg += Text(f"\n  log: {r['stderr']}")
+            console.print(msg)
