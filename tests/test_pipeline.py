@@ -1,0 +1,102 @@
+"""End to end on the CPU: the whole pipeline through the job graph (local executor), the paper table, and the
+evaluate CLI, on a small synthesized corpus with tiny models. Slow (minutes), so marked `slow`."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lakd.cli import app
+
+TINY_RUN = [
+    "synth.speakers_per_language=3", "synth.utterances_per_speaker=8", "synth.splits={train: 1, dev: 1, test: 1}",
+    "teacher_optim.epochs=1", "student_optim.epochs=1", "wandb.mode=offline", "threads=1",
+]
+LANGS = ["en", "fi", "fr"]
+
+
+def _set(overrides):
+    return sum((["--set", o] for o in overrides), [])
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    res = CliRunner().invoke(app, ["demo", "--run-dir", str(run_dir), *_set(TINY_RUN)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return run_dir, res.output
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_prints_the_table(demo_run):
+    run_dir, output = demo_run
+    # every stage of the graph finished and left its outputs
+    for lang in LANGS:
+        assert (run_dir / "teachers" / lang / "best" / "model.safetensors").exists()
+        assert (run_dir / "stages" / "teachers" / lang / "done.json").exists()
+    manifest = json.loads((run_dir / "cache" / "manifest.json").read_text())
+    assert set(manifest["teachers"]) == set(LANGS)
+    meta = json.loads((run_dir / "student" / "best" / "lakd.json").read_text())
+    assert meta["languages"] == LANGS
+    # the student checkpoint loads with transformers alone (no lakd internals needed for the backbone)
+    from transformers import Wav2Vec2Model
+
+    Wav2Vec2Model.from_pretrained(run_dir / "student" / "best")
+    # results table: FT-Mono and LA-MTKD rows with a UA/WA cell per language, also saved
+    table = (run_dir / "results.md").read_text()
+    assert "| FT-Mono |" in table and "| LA-MTKD |" in table
+    assert all(f"{l} UA" in table for l in LANGS) and "LA-MTKD" in output
+    report = json.loads((run_dir / "eval" / "la-mtkd" / "test" / "metrics.json").read_text())
+    groups = report["metrics"]["groups"]
+    assert set(groups) == set(LANGS) and all(0.0 <= g["ua"] <= 1.0 for g in groups.values())
+    assert sum(g["n"] for g in groups.values()) == 3 * 8  # the one test speaker per language, every utterance once
+    assert (run_dir / "eval" / "la-mtkd" / "test" / "confusion").is_dir()
+
+
+@pytest.mark.slow
+def test_relaunch_skips_finished_stages_and_status_reports_done(demo_run):
+    run_dir, _ = demo_run
+    before = (run_dir / "student" / "best" / "model.safetensors").stat().st_mtime_ns
+    res = CliRunner().invoke(app, ["launch", "--run-dir", str(run_dir), *_set(TINY_RUN)])
+    assert res.exit_code == 0, res.output
+    assert (run_dir / "student" / "best" / "model.safetensors").stat().st_mtime_ns == before
+    res = CliRunner().invoke(app, ["status", str(run_dir)])
+    assert res.exit_code == 0
+    assert res.output.count("done") >= 7  # shards, 3 teachers, cache, student, evaluate
+
+
+@pytest.mark.slow
+def test_evaluate_cli_writes_reports(demo_run, tmp_path):
+    run_dir, _ = demo_run
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(run_dir / "student" / "best"),
+                                   "--shards", str(run_dir / "data" / "test"), "--out", str(out), "--bootstrap", "200"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    overall = metrics["metrics"]["overall"]
+    assert overall["n"] == 24 and overall["ua_ci"]["low"] <= overall["ua"] <= overall["ua_ci"]["high"]
+    assert any(p.suffix == ".png" for p in (out / "confusion").iterdir())
+
+
+@pytest.mark.slow
+def test_paper_table_runs_all_five(tmp_path):
+    run_dir = tmp_path / "paper"
+    res = CliRunner().invoke(app, ["experiment", "paper-table", "--run-dir", str(run_dir), *_set(TINY_RUN)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    result = json.loads((run_dir / "paper_table.json").read_text())
+    assert list(result["results"]) == ["ft-mono", "ft-multi", "kd-mono", "mtkd", "la-mtkd"]
+    for run, by_group in result["results"].items():
+        assert set(by_group) == {*LANGS, "overall"}, run
+    md = (run_dir / "paper_table.md").read_text()
+    for name in ("FT-Mono", "FT-Multi", "KD-Mono", "MTKD", "LA-MTKD"):
+        assert f"| {name} |" in md
+    # KD-Mono distils the multilingual teacher only; MTKD/LA-MTKD the per-language teachers
+    kd = json.loads((run_dir / "students" / "kd-mono" / "best" / "lakd.json").read_text())
+    la = json.loads((run_dir / "students" / "la-mtkd" / "best" / "lakd.json").read_text())
+    assert list(kd["meta"]["teachers"]) == ["multi"] and kd["meta"]["distill"]["weighting"] == "mean"
+    assert not kd["model"]["language_embedding"]
+    mt = json.loads((run_dir / "students" / "mtkd" / "best" / "lakd.json").read_text())
+    assert list(mt["meta"]["teachers"]) == LANGS and mt["meta"]["distill"]["weighting"] == "cosine"
+    assert la["meta"]["distill"]["weighting"] == "route"
+    assert la["model"]["language_embedding"] and la["model"]["hierarchical_attention"]
