@@ -153,7 +153,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _from_dict(typ, value, where)
+        return dataclass_from_dict(typ, value, where)
     if value is None:
         return None
     origin = get_origin(typ)
@@ -178,7 +178,8 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         raise ConfigError(f"{where}: cannot read {value!r} as {target.__name__}") from e
 
 
-def _from_dict(cls, d: dict, where: str):
+def dataclass_from_dict(cls, d: dict, where: str):
+    """Build dataclass `cls` from a mapping; unknown keys and uncoercible values raise ConfigError naming `where`."""
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
@@ -213,7 +214,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def config_from_dict(d: dict, where: str = "config") -> Config:
-    return _from_dict(Config, d or {}, where)
+    return dataclass_from_dict(Config, d or {}, where)
 
 
 BUILTIN_DIR = Path(__file__).parent / "configs"

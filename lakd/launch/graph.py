@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from lakd.config import (Config, ConfigError, LaunchConfig, StageResources, WandbConfig, _from_dict, config_hash,
+from lakd.config import (Config, ConfigError, LaunchConfig, StageResources, WandbConfig, dataclass_from_dict, config_hash,
                          save_config)
 from lakd.data.shards import atomic_write_json
 
@@ -122,7 +122,7 @@ def stage_resources(cfg: Config, stage: str) -> StageResources:
         if key != "default" and STAGE_ALIASES.get(key, key) not in STAGES:
             raise ConfigError(f"launch.resources.{key}: unknown stage; stages are default, {', '.join(STAGES)} "
                               f"(also accepted: {', '.join(sorted(STAGE_ALIASES))})")
-    return _from_dict(StageResources, merged, where=f"launch.resources.{stage}")
+    return dataclass_from_dict(StageResources, merged, where=f"launch.resources.{stage}")
 
 
 def _data_present(cfg: Config) -> bool:

@@ -101,5 +101,16 @@ def run(cfg: Config, checkpoint_dir, split: str = "test", name: str | None = Non
 
     name = name or Path(checkpoint_dir).parent.name
     out = run_path(cfg, "eval", name, split)
-    return evaluate_checkpoint(checkpoint_dir, data_spec(cfg, split), out_dir=out, device=cfg.device,
-                               data_cfg=cfg.data, language_filter=language_filter)
+    report = evaluate_checkpoint(checkpoint_dir, data_spec(cfg, split), out_dir=out, device=cfg.device,
+                                 data_cfg=cfg.data, language_filter=language_filter)
+    return compact(report)
+
+
+def compact(report: dict) -> dict:
+    """The headline numbers of a report (the full one is on disk): what a job returns and `lakd status` shows."""
+    keep = ("n", "ua", "wa", "macro_f1", "ua_ci", "wa_ci")
+    m = report["metrics"]
+    return {"out_dir": report.get("out_dir"), "title": report.get("title"),
+            "metrics": {"overall": {k: m["overall"][k] for k in keep if k in m["overall"]},
+                        "groups": {g: {k: v[k] for k in keep if k in v} for g, v in m["groups"].items()},
+                        "mean_ua": m.get("mean_ua")}}
