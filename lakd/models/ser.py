@@ -248,10 +248,10 @@ class SERModel(nn.Module):
         """Restore a model written by `save_pretrained` (in eval mode)."""
         meta = read_metadata(directory)
         directory = Path(directory)
-        from lakd.config import ConfigError, _from_dict
+        from lakd.config import ConfigError, dataclass_from_dict
 
         try:
-            cfg = _from_dict(ModelConfig, meta["model"], f"{directory / META_NAME}:model")
+            cfg = dataclass_from_dict(ModelConfig, meta["model"], f"{directory / META_NAME}:model")
         except ConfigError as e:
             raise CheckpointError(str(e)) from e
         backbone = build_backbone(dataclasses.replace(cfg, pretrained=str(directory)))
