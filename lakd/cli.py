@@ -78,6 +78,25 @@ class _progress:
         self.bar.stop()
 
 
+def _print_results(result: dict, title: str, saved: str) -> None:
+    """UA / WA per language and overall as a terminal table; the CIs are in the saved markdown/JSON."""
+    from rich.table import Table
+
+    from lakd.recipes.paper_table import DISPLAY
+
+    runs = result["results"]
+    groups = list(next(iter(runs.values())))
+    table = Table("run", *[f"{g}\nUA / WA" for g in groups], title=title)
+    for run, by_group in runs.items():
+        cells = []
+        for g in groups:
+            m = by_group.get(g)
+            cells.append("—" if m is None else f"{100 * m['ua']:.1f} / {100 * m['wa']:.1f}")
+        table.add_row(DISPLAY.get(run, run), *cells)
+    console.print(table)
+    console.print(f"test split, % ; 95% bootstrap confidence intervals in {saved}")
+
+
 def _fail(msg: str, code: int = 1):
     console.print(f"[red]error:[/red] {msg}")
     raise typer.Exit(code)
@@ -267,8 +286,7 @@ def paper_table_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, 
 
     cfg = _load(config, set, run_dir)
     result = paper_table.run(cfg, runs=runs.split(","))
-    console.print(result["markdown"])
-    console.print(f"saved {result['json_path']} and {result['markdown_path']}")
+    _print_results(result, f"{cfg.name}: the paper's comparison", f"{result['markdown_path']} and {result['json_path']}")
 
 
 @app.command("demo")
@@ -279,7 +297,7 @@ def demo_cmd(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"), confi
 
     cfg = _load(config, set, run_dir)
     result = pipeline.run(cfg)
-    console.print(result["markdown"])
+    _print_results(result, "lakd demo: FT-Mono teachers vs the LA-MTKD student", result["markdown_path"])
 
 
 @app.command("launch")

@@ -134,3 +134,13 @@ def test_format_table():
     assert isinstance(format_table(rows, fmt="rich"), Table)
     with pytest.raises(ValueError, match="fmt must be"):
         format_table(rows, fmt="html")
+
+
+def test_speaker_bootstrap_falls_back_to_utterances_with_too_few_speakers():
+    # one speaker: a speaker bootstrap would always redraw the same speaker (a zero-width interval)
+    ys, ps = _noisy_predictions(60, 0.6, seed=3)
+    one = bootstrap_ci(ys, ps, "ua", n=300, seed=0, clusters=["only"] * 60)
+    assert not one["clustered"] and one["high"] - one["low"] > 0.05
+    assert one == bootstrap_ci(ys, ps, "ua", n=300, seed=0)
+    five = bootstrap_ci(ys, ps, "ua", n=300, seed=0, clusters=[f"s{i % 5}" for i in range(60)])
+    assert five["clustered"]

@@ -123,15 +123,21 @@ def _resolve_metric(metric: str | MetricFn) -> MetricFn:
         raise ValueError(f"unknown metric {metric!r}; use one of {sorted(_NAMED_METRICS)} or a callable") from None
 
 
+MIN_CLUSTERS = 5  # fewer speakers than this: a speaker bootstrap is degenerate (one speaker -> zero width)
+
+
 def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], metric: str | MetricFn = "ua", n: int = 1000,
-                 seed: int = 0, alpha: float = 0.05, clusters: Sequence[Hashable] | None = None) -> dict:
+                 seed: int = 0, alpha: float = 0.05, clusters: Sequence[Hashable] | None = None,
+                 min_clusters: int = MIN_CLUSTERS) -> dict:
     """Percentile bootstrap confidence interval of `metric` ("ua", "wa" or `f(y_true, y_pred) -> float`).
 
     Without `clusters`, utterances are resampled with replacement. With `clusters` (one speaker id per
     utterance), whole speakers are resampled with replacement and each drawn speaker contributes all of
     their utterances: utterances of one speaker are not independent, so the speaker-clustered interval is
-    the honest one for speaker-independent test sets (and is wider). UA of a resample uses the classes
-    present in that resample. Returns ``{point, low, high, n, alpha, clustered}``.
+    the honest one for speaker-independent test sets (and is wider). With fewer than `min_clusters` speakers
+    the speaker bootstrap degenerates (a single speaker gives a zero-width interval), so utterances are
+    resampled instead and `clustered` is False. UA of a resample uses the classes present in that resample.
+    Returns ``{point, low, high, n, alpha, clustered}``.
     """
     if n < 1:
         raise ValueError(f"bootstrap n must be >= 1, got {n}")
@@ -160,6 +166,8 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], metric: str | Met
         order = np.argsort(inverse, kind="stable")
         bounds = np.flatnonzero(np.diff(inverse[order])) + 1
         groups = np.split(order, bounds)
+        if len(groups) < min_clusters:
+            groups = None
     for b in range(n):
         if groups is None:
             idx = rng.integers(0, len(t), len(t))

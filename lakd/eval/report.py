@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lakd.eval.metrics import grouped_metrics
+from lakd.eval.metrics import MIN_CLUSTERS, grouped_metrics
 
 REPORT_JSON = "metrics.json"
 REPORT_MD = "report.md"
@@ -57,7 +57,8 @@ def build_report(pred: Mapping[str, Any], labels: Sequence[str], *, n_bootstrap:
         "labels": labels,
         "n": len(y_true),
         "bootstrap": {"n": n_bootstrap, "seed": seed, "alpha": alpha,
-                      "unit": "speaker" if clustered else "utterance"},
+                      "unit": "speaker" if clustered else "utterance",
+                      "min_speakers": MIN_CLUSTERS},
         "metrics": metrics,
     }
     probs = pred.get("probs")
@@ -148,7 +149,9 @@ def to_markdown(report: Mapping, confusion_files: Mapping[str, Mapping[str, str]
     parts = [f"# Evaluation: {report['title']}" if report.get("title") else "# Evaluation", ""]
     parts.append(f"{report['n']} utterances. UA = mean recall over the classes present; WA = accuracy. "
                  + (f"Brackets: {100 * (1 - b['alpha']):.0f}% percentile bootstrap CI ({b['n']} resamples of "
-                    f"{b['unit']}s, seed {b['seed']})." if b["n"] else "No bootstrap CIs."))
+                    f"{b['unit']}s, seed {b['seed']}"
+                    + (f"; utterances where a group has fewer than {b.get('min_speakers', 5)} speakers" if b["unit"] == "speaker" else "")
+                    + ")." if b["n"] else "No bootstrap CIs."))
     parts.append(f"Mean UA over languages: {_pct(report['metrics']['mean_ua'])}%.")
     parts += ["", format_table(summary_rows(report), title="UA / WA"), "",
               format_table(per_class_rows(report), title="Recall per class (%)")]

@@ -30,8 +30,9 @@ def report(cfg: Config) -> dict:
     table = format_paper_table(reports, langs)
     from lakd.data.shards import atomic_write_bytes
 
-    atomic_write_bytes(common.run_path(cfg, "results.md"), (table + "\n").encode())
-    return {"markdown": table, "results": {k: summarize(v, langs) for k, v in reports.items()}}
+    path = common.run_path(cfg, "results.md")
+    atomic_write_bytes(path, (table + "\n").encode())
+    return {"markdown": table, "markdown_path": str(path), "results": {k: summarize(v, langs) for k, v in reports.items()}}
 
 
 def run(cfg: Config, executor: str | None = None) -> dict:
