@@ -85,7 +85,8 @@ def test_paper_table_runs_all_five(tmp_path):
     res = CliRunner().invoke(app, ["experiment", "paper-table", "--run-dir", str(run_dir), *_set(TINY_RUN)])
     assert res.exit_code == 0, res.output + repr(res.exception)
     result = json.loads((run_dir / "paper_table.json").read_text())
-    assert list(result["results"]) == ["ft-mono", "ft-multi", "kd-mono", "mtkd", "la-mtkd"]
+    assert result["runs"] == ["ft-mono", "ft-multi", "kd-mono", "mtkd", "la-mtkd"]
+    assert set(result["results"]) == set(result["runs"])
     for run, by_group in result["results"].items():
         assert set(by_group) == {*LANGS, "overall"}, run
     md = (run_dir / "paper_table.md").read_text()

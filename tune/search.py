@@ -65,8 +65,18 @@ def main(argv=None) -> dict:
         spec = getattr(cfg.data, split)
         if isinstance(spec, str) and os.path.exists(spec):
             setattr(cfg.data, split, str(Path(spec).resolve()))
+    depths = [int(d) for d in args.depths.split(",")]
+    try:  # fail before any training if the student cannot take the deepest attention depth searched
+        from lakd.models.ser import SERModel
+
+        SERModel(cfg.copy(**{"student.attention_depth": max(depths)}).student, cfg.labels, cfg.languages)
+    except ValueError as e:
+        raise SystemExit(f"--depths {args.depths}: {e}")
     common.write_run_config(cfg)
     prepare.run(cfg)
+    for split in ("train", "dev"):  # trials write elsewhere: pin the data (synthesized ones too) to absolute paths
+        spec = common.data_spec(cfg, split)
+        setattr(cfg.data, split, str(Path(spec).resolve()) if isinstance(spec, str) and os.path.exists(spec) else spec)
     teachers = {l: finetune.run_teacher(cfg, l) for l in cfg.languages}
     cache_dir = cache_recipe.run(cfg, teachers) if cfg.distill.use_cache else None
 
@@ -76,13 +86,14 @@ def main(argv=None) -> dict:
         distill.run(tcfg, teachers, cache_dir, name="student",
                     on_eval=lambda m: tune.report({f"dev_{k}": float(v) for k, v in m.items()}))
 
+    if cfg.wandb.mode != "disabled":
+        os.environ.setdefault("WANDB_MODE", cfg.wandb.mode)  # before ray.init: Ray's workers inherit it
     ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus, include_dashboard=False,
              ignore_reinit_error=True)
     callbacks = []
     if cfg.wandb.mode != "disabled":
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        os.environ.setdefault("WANDB_MODE", cfg.wandb.mode)
         callbacks.append(WandbLoggerCallback(project=cfg.wandb.project, entity=cfg.wandb.entity,
                                              group=cfg.wandb.group or f"{cfg.name}-tune", dir=str(Path(cfg.run_dir) / "wandb")))
     max_t = max(1, cfg.student_optim.epochs)
@@ -103,6 +114,10 @@ def main(argv=None) -> dict:
                      "dev_wa": r.metrics.get("dev_wa"), "evals": r.metrics.get("training_iteration"),
                      "path": r.path, "error": str(r.error) if r.error else None})
     rows.sort(key=lambda x: -x["dev_ua"])
+    if not rows:
+        errors = [f"{r.path}: {r.error}" for r in results if r.error]
+        print("no trial reported dev_ua; errors:\n" + "\n".join(errors), file=sys.stderr)
+        return {}
     best = results.get_best_result()
     summary = {"best": {"params": {k: best.config[k] for k in search_space(args)}, "dev_ua": best.metrics["dev_ua"],
                         "path": best.path},
