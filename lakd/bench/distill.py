@@ -57,7 +57,7 @@ def bench_distill(teacher_counts=(1, 3, 6), steps: int = 10, warmup: int = 2, ba
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         shards = _make_shards(tmp / "shards", n_batches * batch_size, seconds, languages, labels)
-        data_cfg = cfg.data.__class__(**{**vars(cfg.data), "batch_size": batch_size, "max_seconds": seconds,
+        data_cfg = cfg.data.__class__(**{**vars(cfg.data), "batch_size": batch_size, "eval_batch_size": batch_size, "max_seconds": seconds,
                                          "bucket": False, "shuffle_buffer": 0})
         batches = list(build_loader(shards, labels, languages, cfg=data_cfg, train=False, eval_max_seconds=seconds))
         for b in batches:
