@@ -75,7 +75,6 @@ def shards_for_languages(spec, languages: list[str]) -> list[str]:
 def count_samples(spec, languages: list[str] | None = None) -> int:
     """Number of samples in `spec` (of the given languages), from index.json where present."""
     total = 0
-    seen_dirs = set()
     urls = expand_urls(spec)
     names_by_dir: dict[str, set] = {}
     for u in urls:
@@ -92,5 +91,4 @@ def count_samples(spec, languages: list[str] | None = None) -> int:
             for lang, c in s.get("counts", {}).items():
                 if languages is None or lang in languages:
                     total += sum(c.values())
-        seen_dirs.add(d)
     return total

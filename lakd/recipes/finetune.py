@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -23,7 +24,6 @@ log = logging.getLogger("lakd.recipes.finetune")
 def class_weights_for(cfg: Config, spec, languages: list[str]) -> torch.Tensor:
     """Inverse-frequency class weights from the shards' index (mean 1), for imbalanced corpora."""
     from lakd.data.shards import expand_urls, read_index
-    import os
 
     counts = torch.zeros(len(cfg.labels))
     for d in {os.path.dirname(os.path.abspath(u)) for u in expand_urls(spec)}:

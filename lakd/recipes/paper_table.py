@@ -44,9 +44,8 @@ def student_variant(cfg: Config, run: str) -> Config:
     raise ValueError(run)
 
 
-def _predict_checkpoint(cfg: Config, ckpt: str, languages: list[str] | None):
-    import torch
-
+def predict_checkpoint(cfg: Config, ckpt: str, languages: list[str] | None):
+    """Test-split predictions of one checkpoint (only `languages` if given)."""
     from lakd.models.ser import SERModel
 
     device = common.resolve_device(cfg)
@@ -55,7 +54,7 @@ def _predict_checkpoint(cfg: Config, ckpt: str, languages: list[str] | None):
                           language_filter=languages)
 
 
-def _merge(preds: list[dict]) -> dict:
+def merge_predictions(preds: list[dict]) -> dict:
     out = {k: sum((list(p[k]) for p in preds), []) for k in ("keys", "y_true", "y_pred", "languages", "speakers")}
     out["probs"] = np.concatenate([p["probs"] for p in preds])
     return out
@@ -90,10 +89,10 @@ def run(cfg: Config, runs: list[str] = list(RUNS), n_bootstrap: int = 1000) -> d
         cache_dir = None
 
     if "ft-mono" in runs:
-        preds["ft-mono"] = _merge([_predict_checkpoint(cfg, mono[l], [l]) for l in langs])
+        preds["ft-mono"] = merge_predictions([predict_checkpoint(cfg, mono[l], [l]) for l in langs])
         ckpts["ft-mono"] = {l: mono[l] for l in langs}
     if "ft-multi" in runs:
-        preds["ft-multi"] = _predict_checkpoint(cfg, multi[common.MULTI], None)
+        preds["ft-multi"] = predict_checkpoint(cfg, multi[common.MULTI], None)
         ckpts["ft-multi"] = multi[common.MULTI]
     for r in ("kd-mono", "mtkd", "la-mtkd"):
         if r not in runs:
@@ -103,7 +102,7 @@ def run(cfg: Config, runs: list[str] = list(RUNS), n_bootstrap: int = 1000) -> d
         teachers = multi if r == "kd-mono" else mono
         ckpts[r] = distill.run(rcfg, teachers, cache_dir, name=f"students/{r}")
         timings[r] = time.time() - t0
-        preds[r] = _predict_checkpoint(rcfg, ckpts[r], None)
+        preds[r] = predict_checkpoint(rcfg, ckpts[r], None)
 
     reports = {}
     for r in runs:

@@ -11,7 +11,7 @@ import logging
 
 from lakd.config import Config
 from lakd.recipes import common
-from lakd.recipes.paper_table import _merge, _predict_checkpoint, format_paper_table, summarize
+from lakd.recipes.paper_table import merge_predictions, predict_checkpoint, format_paper_table, summarize
 
 log = logging.getLogger("lakd.recipes.pipeline")
 
@@ -21,8 +21,8 @@ def report(cfg: Config) -> dict:
     from lakd.eval.report import build_report, write_report
 
     langs = list(cfg.languages)
-    mono = _merge([_predict_checkpoint(cfg, str(common.teacher_dir(cfg, l) / "best"), [l]) for l in langs])
-    student = _predict_checkpoint(cfg, str(common.run_path(cfg, "student", "best")), None)
+    mono = merge_predictions([predict_checkpoint(cfg, str(common.teacher_dir(cfg, l) / "best"), [l]) for l in langs])
+    student = predict_checkpoint(cfg, str(common.run_path(cfg, "student", "best")), None)
     reports = {}
     for name, pred in (("ft-mono", mono), ("la-mtkd", student)):
         reports[name] = build_report(pred, list(cfg.labels), n_bootstrap=1000, seed=cfg.seed, title=name)
