@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast slurm-start slurm-stop clean-demo
+.PHONY: setup demo test test-fast lint slurm-start slurm-stop clean-demo
 
 setup: $(VENV)/.lakd-installed
 
@@ -18,6 +18,10 @@ test: setup            ## the whole test suite, with a real single-node SLURM st
 
 test-fast: setup       ## the fast set: no slow end-to-end tests, no SLURM
 	$(BIN)/pytest -q -m "not slow and not slurm" $(PYTEST_ARGS)
+
+lint: setup            ## ruff lint + format check, as CI runs it
+	$(BIN)/ruff check lakd tests tune bench
+	$(BIN)/ruff format --check lakd tests tune bench
 
 slurm-start:
 	bash slurm/local-cluster.sh start

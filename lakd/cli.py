@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -31,20 +29,23 @@ RunDirOpt = typer.Option(None, "--run-dir", help="Where outputs go (overrides ru
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)])
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)],
+    )
     for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "DeepSpeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _load(config: str, overrides: Optional[List[str]], run_dir: Optional[Path] = None):
+def _load(config: str, overrides: list[str] | None, run_dir: Path | None = None):
     from lakd.config import ConfigError, load_config
 
     try:
         cfg = load_config(config, list(overrides or []) + ([f"run_dir={run_dir}"] if run_dir else []))
     except (ConfigError, FileNotFoundError) as e:
         console.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     return cfg
 
 
@@ -66,8 +67,14 @@ class _progress:
     def __init__(self, what: str):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self.bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         self.task = self.bar.add_task(what, total=None)
 
     def __enter__(self):
@@ -104,6 +111,7 @@ def _fail(msg: str, code: int = 1):
 
 # ---------------------------------------------------------------------------------------------- shards
 
+
 @shards_app.command("synth")
 def shards_synth(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (gets train/ dev/ test/)."),
@@ -112,9 +120,11 @@ def shards_synth(
     utterances: int = typer.Option(24, help="Utterances per speaker."),
     seed: int = typer.Option(0),
     labels: str = typer.Option("anger,happiness,neutral,sadness", help="Comma-separated emotion labels."),
-    splits: Optional[str] = typer.Option(None, help="Speakers per split, e.g. train=4,dev=1,test=1 (counts or fractions)."),
+    splits: str | None = typer.Option(
+        None, help="Speakers per split, e.g. train=4,dev=1,test=1 (counts or fractions)."
+    ),
     backend: str = typer.Option("auto", help="auto | lib (libespeak-ng in-process) | cli (espeak-ng program)."),
-    workers: Optional[int] = typer.Option(None, help="Parallel synthesis processes (default: CPU count)."),
+    workers: int | None = typer.Option(None, help="Parallel synthesis processes (default: CPU count)."),
     overwrite: bool = typer.Option(False, help="Replace shards already in --out."),
 ) -> None:
     """Synthesize a multilingual emotional-speech corpus with espeak-ng (deterministic for a seed)."""
@@ -124,12 +134,24 @@ def shards_synth(
     if splits:
         split_spec = {k: (float(v) if "." in v else int(v)) for k, v in (p.split("=") for p in splits.split(","))}
     with _progress("synthesizing") as advance:
-        summary = synthesize_corpus(out, languages=tuple(languages.split(",")), speakers_per_language=speakers,
-                                    utterances_per_speaker=utterances, labels=tuple(labels.split(",")), seed=seed,
-                                    splits=split_spec, backend=backend, workers=workers, overwrite=overwrite,
-                                    progress=advance)
-    _print_rows(summary.get("rows", []), f"synthetic corpus at {out} ({summary['num_samples']} utterances, "
-                f"{summary['duration_s'] / 3600:.2f} h, backend {summary['backend']}, {summary['seconds']:.1f} s)")
+        summary = synthesize_corpus(
+            out,
+            languages=tuple(languages.split(",")),
+            speakers_per_language=speakers,
+            utterances_per_speaker=utterances,
+            labels=tuple(labels.split(",")),
+            seed=seed,
+            splits=split_spec,
+            backend=backend,
+            workers=workers,
+            overwrite=overwrite,
+            progress=advance,
+        )
+    _print_rows(
+        summary.get("rows", []),
+        f"synthetic corpus at {out} ({summary['num_samples']} utterances, "
+        f"{summary['duration_s'] / 3600:.2f} h, backend {summary['backend']}, {summary['seconds']:.1f} s)",
+    )
 
 
 @shards_app.command("import")
@@ -137,10 +159,14 @@ def shards_import(
     corpus: str = typer.Option(..., help="iemocap | fesc | cafe | ravdess | cremad | emodb | manifest"),
     root: Path = typer.Option(..., help="Corpus root directory (or the manifest file for --corpus manifest)."),
     out: Path = typer.Option(..., "--out", "-o"),
-    labels: str = typer.Option("anger,happiness,neutral,sadness", help="Target label set; others are dropped and counted."),
-    fold: Optional[str] = typer.Option(None, help="Fold to use as test (corpus specific, see docs/corpora.md)."),
+    labels: str = typer.Option(
+        "anger,happiness,neutral,sadness", help="Target label set; others are dropped and counted."
+    ),
+    fold: str | None = typer.Option(None, help="Fold to use as test (corpus specific, see docs/corpora.md)."),
     scheme: str = typer.Option("default", help="default | loso (leave-one-speaker/session-out folds)."),
-    map: Optional[List[str]] = typer.Option(None, "--map", help="Extra label mapping, e.g. --map calm=neutral (repeatable)."),
+    map: list[str] | None = typer.Option(
+        None, "--map", help="Extra label mapping, e.g. --map calm=neutral (repeatable)."
+    ),
     shard_size: int = typer.Option(200, help="Samples per shard."),
     seed: int = typer.Option(0, help="Seed for corpora whose speaker split is drawn."),
     strict: bool = typer.Option(False, help="Fail on the first unreadable file instead of a counted skip."),
@@ -148,8 +174,13 @@ def shards_import(
     """Import a real corpus from its original layout into lakd shards (speaker-independent splits)."""
     from lakd.data.corpora import import_corpus
 
-    kwargs = {"labels": tuple(labels.split(",")), "strict": strict, "scheme": scheme, "shard_size": shard_size,
-              "seed": seed}
+    kwargs = {
+        "labels": tuple(labels.split(",")),
+        "strict": strict,
+        "scheme": scheme,
+        "shard_size": shard_size,
+        "seed": seed,
+    }
     if fold is not None:
         kwargs["fold"] = fold
     if map:
@@ -176,8 +207,10 @@ def shards_index(directory: Path) -> None:
 
 
 @shards_app.command("inspect")
-def shards_inspect(spec: List[str] = typer.Argument(..., help="Directory, brace pattern or shard paths."),
-                   verify: bool = typer.Option(True, help="Verify sha256 checksums against index.json.")) -> None:
+def shards_inspect(
+    spec: list[str] = typer.Argument(..., help="Directory, brace pattern or shard paths."),
+    verify: bool = typer.Option(True, help="Verify sha256 checksums against index.json."),
+) -> None:
     """Print counts, durations, label distribution; verify checksums."""
     from lakd.data.inspect import inspect_shards, print_inspection
 
@@ -189,9 +222,14 @@ def shards_inspect(spec: List[str] = typer.Argument(..., help="Directory, brace 
 
 # ---------------------------------------------------------------------------------------------- training
 
+
 @train_app.command("teacher")
-def train_teacher(language: str = typer.Option(..., help="Language code, or 'multi' for one model on all languages."),
-                  config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+def train_teacher(
+    language: str = typer.Option(..., help="Language code, or 'multi' for one model on all languages."),
+    config: str = ConfigOpt,
+    set: list[str] | None = SetOpt,
+    run_dir: Path | None = RunDirOpt,
+) -> None:
     """Fine-tune one teacher (FT-Mono for a language, FT-Multi with --language multi)."""
     from lakd.recipes import finetune
 
@@ -200,8 +238,12 @@ def train_teacher(language: str = typer.Option(..., help="Language code, or 'mul
 
 
 @app.command("cache")
-def cache_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
-              teachers: str = typer.Option("", help="Teacher names to cache (default: one per language).")) -> None:
+def cache_cmd(
+    config: str = ConfigOpt,
+    set: list[str] | None = SetOpt,
+    run_dir: Path | None = RunDirOpt,
+    teachers: str = typer.Option("", help="Teacher names to cache (default: one per language)."),
+) -> None:
     """Run each teacher once over the training shards and store logits + embeddings (teacher knowledge cache)."""
     from lakd.recipes import cache, common
 
@@ -212,9 +254,13 @@ def cache_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_di
 
 
 @app.command("distill")
-def distill_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
-                teachers: str = typer.Option("", help="Teacher names (default: one per language; 'multi' for KD-Mono)."),
-                name: str = typer.Option("student", help="Output name under run_dir.")) -> None:
+def distill_cmd(
+    config: str = ConfigOpt,
+    set: list[str] | None = SetOpt,
+    run_dir: Path | None = RunDirOpt,
+    teachers: str = typer.Option("", help="Teacher names (default: one per language; 'multi' for KD-Mono)."),
+    name: str = typer.Option("student", help="Output name under run_dir."),
+) -> None:
     """Distill the teachers into the multilingual student."""
     from lakd.recipes import common, distill
 
@@ -226,11 +272,13 @@ def distill_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_
 
 
 @app.command("evaluate")
-def evaluate_cmd(checkpoint: Path = typer.Option(..., help="A checkpoint directory (…/best)."),
-                 shards: List[str] = typer.Option(..., help="Evaluation shards: directory, pattern or list."),
-                 out: Optional[Path] = typer.Option(None, help="Report directory (default: <checkpoint>/../eval)."),
-                 bootstrap: int = typer.Option(1000, help="Bootstrap resamples for 95% confidence intervals."),
-                 device: str = typer.Option("auto")) -> None:
+def evaluate_cmd(
+    checkpoint: Path = typer.Option(..., help="A checkpoint directory (…/best)."),
+    shards: list[str] = typer.Option(..., help="Evaluation shards: directory, pattern or list."),
+    out: Path | None = typer.Option(None, help="Report directory (default: <checkpoint>/../eval)."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for 95% confidence intervals."),
+    device: str = typer.Option("auto"),
+) -> None:
     """WA / UA per language and overall, per-class recall, confusion matrices (PNG), bootstrap CIs."""
     from lakd.recipes.evaluate import evaluate_checkpoint
 
@@ -240,10 +288,12 @@ def evaluate_cmd(checkpoint: Path = typer.Option(..., help="A checkpoint directo
 
 
 @app.command("predict")
-def predict_cmd(files: List[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg …)."),
-                checkpoint: Path = typer.Option(..., help="A checkpoint directory."),
-                language: Optional[str] = typer.Option(None, help="ISO code of the utterances' language (unknown if unset)."),
-                as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def predict_cmd(
+    files: list[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg …)."),
+    checkpoint: Path = typer.Option(..., help="A checkpoint directory."),
+    language: str | None = typer.Option(None, help="ISO code of the utterances' language (unknown if unset)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
     """Class probabilities for audio files."""
     from rich.table import Table
 
@@ -267,8 +317,11 @@ def predict_cmd(files: List[Path] = typer.Argument(..., help="Audio files (wav, 
 
 
 @app.command("export")
-def export_cmd(checkpoint: Path = typer.Option(...), out: Path = typer.Option(..., "--out", "-o"),
-               format: str = typer.Option("onnx", help="onnx | torchscript")) -> None:
+def export_cmd(
+    checkpoint: Path = typer.Option(...),
+    out: Path = typer.Option(..., "--out", "-o"),
+    format: str = typer.Option("onnx", help="onnx | torchscript"),
+) -> None:
     """Export a checkpoint for deployment (ONNX verified with onnxruntime)."""
     from lakd.inference import export_model
 
@@ -278,20 +331,30 @@ def export_cmd(checkpoint: Path = typer.Option(...), out: Path = typer.Option(..
 
 # ---------------------------------------------------------------------------------------------- pipelines
 
+
 @experiment_app.command("paper-table")
-def paper_table_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
-                    runs: str = typer.Option("ft-mono,ft-multi,kd-mono,mtkd,la-mtkd", help="Which runs to train.")) -> None:
+def paper_table_cmd(
+    config: str = ConfigOpt,
+    set: list[str] | None = SetOpt,
+    run_dir: Path | None = RunDirOpt,
+    runs: str = typer.Option("ft-mono,ft-multi,kd-mono,mtkd,la-mtkd", help="Which runs to train."),
+) -> None:
     """Train FT-Mono, FT-Multi, KD-Mono, MTKD and LA-MTKD and print a table like the paper's (UA/WA, 95% CIs)."""
     from lakd.recipes import paper_table
 
     cfg = _load(config, set, run_dir)
     result = paper_table.run(cfg, runs=runs.split(","))
-    _print_results(result, f"{cfg.name}: the paper's comparison", f"{result['markdown_path']} and {result['json_path']}")
+    _print_results(
+        result, f"{cfg.name}: the paper's comparison", f"{result['markdown_path']} and {result['json_path']}"
+    )
 
 
 @app.command("demo")
-def demo_cmd(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"), config: str = ConfigOpt,
-             set: Optional[List[str]] = SetOpt) -> None:
+def demo_cmd(
+    run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
+    config: str = ConfigOpt,
+    set: list[str] | None = SetOpt,
+) -> None:
     """The embedded default: synthesize a small corpus, train tiny teachers and the student, print results."""
     from lakd.recipes import pipeline
 
@@ -301,9 +364,13 @@ def demo_cmd(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"), confi
 
 
 @app.command("launch")
-def launch_cmd(config: str = ConfigOpt, set: Optional[List[str]] = SetOpt, run_dir: Optional[Path] = RunDirOpt,
-               executor: Optional[str] = typer.Option(None, help="slurm | local | debug (default: launch.executor)."),
-               wait: bool = typer.Option(True, help="Wait for the graph to finish.")) -> None:
+def launch_cmd(
+    config: str = ConfigOpt,
+    set: list[str] | None = SetOpt,
+    run_dir: Path | None = RunDirOpt,
+    executor: str | None = typer.Option(None, help="slurm | local | debug (default: launch.executor)."),
+    wait: bool = typer.Option(True, help="Wait for the graph to finish."),
+) -> None:
     """Submit the whole job graph (shards -> teachers -> cache -> student -> evaluation) through submitit."""
     from lakd.launch.graph import launch
 
@@ -322,10 +389,13 @@ def status_cmd(run_dir: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- benchmarks
 
+
 @bench_app.command("data")
-def bench_data_cmd(shards: str = typer.Option(None, help="Shards to read (default: synthesize a small corpus)."),
-                   workers: str = typer.Option("0,1,2", help="Worker counts to compare."),
-                   out: Path = typer.Option(Path("bench/results/data.json"), "--out")) -> None:
+def bench_data_cmd(
+    shards: str = typer.Option(None, help="Shards to read (default: synthesize a small corpus)."),
+    workers: str = typer.Option("0,1,2", help="Worker counts to compare."),
+    out: Path = typer.Option(Path("bench/results/data.json"), "--out"),
+) -> None:
     """Loader throughput (samples/s, audio-s/s) by worker count."""
     from lakd.bench.data import bench_data
 
@@ -333,10 +403,12 @@ def bench_data_cmd(shards: str = typer.Option(None, help="Shards to read (defaul
 
 
 @bench_app.command("distill")
-def bench_distill_cmd(teachers: str = typer.Option("1,3,6", help="Teacher counts."),
-                      steps: int = typer.Option(10, help="Timed steps per setting."),
-                      device: str = typer.Option("auto"),
-                      out: Path = typer.Option(Path("bench/results/distill.json"), "--out")) -> None:
+def bench_distill_cmd(
+    teachers: str = typer.Option("1,3,6", help="Teacher counts."),
+    steps: int = typer.Option(10, help="Timed steps per setting."),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(Path("bench/results/distill.json"), "--out"),
+) -> None:
     """Student step time: cached teacher knowledge vs online teachers vs plain fine-tuning."""
     from lakd.bench.distill import bench_distill
 

@@ -22,35 +22,35 @@ from lakd import DEFAULT_LABELS
 
 @dataclass
 class DataConfig:
-    train: Any = None          # data spec: directory, brace pattern, or list of them
+    train: Any = None  # data spec: directory, brace pattern, or list of them
     dev: Any = None
     test: Any = None
-    max_seconds: float = 6.0    # random crop (train) / truncate (eval) to this duration
+    max_seconds: float = 6.0  # random crop (train) / truncate (eval) to this duration
     batch_size: int = 16
     eval_batch_size: int = 32
     num_workers: int = 0
     shuffle_buffer: int = 500
-    bucket: bool = True         # length-bucketed batching to cut padding
-    bucket_buffer: int = 256    # samples gathered before bucketing into batches
+    bucket: bool = True  # length-bucketed batching to cut padding
+    bucket_buffer: int = 256  # samples gathered before bucketing into batches
     language_alpha: float = 1.0  # temperature sampling p_l ~ n_l^alpha (1 = natural, 0 = uniform)
     epoch_samples: int | None = None  # samples per epoch per rank (default: the training set size)
-    strict: bool = False        # fail fast on bad data instead of counted skips
+    strict: bool = False  # fail fast on bad data instead of counted skips
 
 
 @dataclass
 class ModelConfig:
-    family: str = "wav2vec2"    # wav2vec2 | hubert | wavlm
+    family: str = "wav2vec2"  # wav2vec2 | hubert | wavlm
     pretrained: str | None = None  # local directory for from_pretrained; None = build from `backbone`
     backbone: dict = field(default_factory=dict)  # transformers config kwargs for random-init models
     freeze_feature_encoder: bool = True
-    freeze_layers: int = 0      # freeze the N lowest transformer layers
+    freeze_layers: int = 0  # freeze the N lowest transformer layers
     normalize_audio: bool = False  # per-utterance zero-mean/unit-variance (drops loudness cues)
     dropout: float = 0.1
     # student-only parts (each switchable for ablations)
     language_embedding: bool = False
     language_dropout: float = 0.1  # train the shared "any" vector: replace a sample's language with it at this rate
     hierarchical_attention: bool = False
-    attention_depth: int = 2    # D top transformer layers pooled by attention
+    attention_depth: int = 2  # D top transformer layers pooled by attention
     attention_dim: int = 64
 
 
@@ -61,25 +61,25 @@ class OptimConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    schedule: str = "cosine"    # learning-rate decay after warmup: cosine | linear | constant
+    schedule: str = "cosine"  # learning-rate decay after warmup: cosine | linear | constant
     grad_clip: float = 1.0
     grad_accum: int = 1
     class_weighted_ce: bool = False
-    precision: str = "auto"     # auto | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
     eval_every: int | None = None  # steps; None = end of every epoch
-    checkpoint_every: int = 200     # steps
+    checkpoint_every: int = 200  # steps
     early_stopping_patience: int | None = None  # evaluations without dev UA improvement
-    select_metric: str = "ua"   # dev metric for model selection: ua | wa
+    select_metric: str = "ua"  # dev metric for model selection: ua | wa
 
 
 @dataclass
 class DistillConfig:
-    weighting: str = "route"    # route | cosine | mean
+    weighting: str = "route"  # route | cosine | mean
     temperature: float = 5.0
-    kd_weight: float = 0.25     # lambda: loss = (1-lambda) CE + lambda KL
+    kd_weight: float = 0.25  # lambda: loss = (1-lambda) CE + lambda KL
     cosine_tau: float = 0.25
-    embed_weight: float = 0.0   # beta: beta * (1 - cos) on pooled embeddings
-    use_cache: bool = True      # read teacher knowledge from the cache instead of running teachers
+    embed_weight: float = 0.0  # beta: beta * (1 - cos) on pooled embeddings
+    use_cache: bool = True  # read teacher knowledge from the cache instead of running teachers
 
 
 @dataclass
@@ -99,7 +99,7 @@ class StageResources:
 
 @dataclass
 class LaunchConfig:
-    executor: str = "local"     # slurm | local | debug
+    executor: str = "local"  # slurm | local | debug
     resources: dict = field(default_factory=dict)  # stage name -> StageResources fields
     deepspeed: bool = False
     zero_stage: int = 0
@@ -107,7 +107,7 @@ class LaunchConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"       # online | offline | disabled
+    mode: str = "offline"  # online | offline | disabled
     project: str = "lakd"
     entity: str | None = None
     group: str | None = None
@@ -119,14 +119,16 @@ class Config:
     name: str = "lakd"
     run_dir: str = "runs/lakd"
     seed: int = 0
-    device: str = "auto"        # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch intra-op threads (None = torch default)
     labels: list = field(default_factory=lambda: list(DEFAULT_LABELS))
     languages: list = field(default_factory=lambda: ["en", "fi", "fr"])
     data: DataConfig = field(default_factory=DataConfig)
     teacher: ModelConfig = field(default_factory=ModelConfig)
     teacher_optim: OptimConfig = field(default_factory=OptimConfig)
-    student: ModelConfig = field(default_factory=lambda: ModelConfig(language_embedding=True, hierarchical_attention=True))
+    student: ModelConfig = field(
+        default_factory=lambda: ModelConfig(language_embedding=True, hierarchical_attention=True)
+    )
     student_optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
@@ -136,7 +138,7 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def copy(self, **changes) -> "Config":
+    def copy(self, **changes) -> Config:
         c = copy.deepcopy(self)
         for k, v in changes.items():
             set_path(c, k, v)
@@ -228,7 +230,9 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     builtin = BUILTIN_DIR / f"{path}.yaml"
     if builtin.exists():
         return builtin
-    raise FileNotFoundError(f"config {path!r} not found (built-in configs: {', '.join(sorted(x.stem for x in BUILTIN_DIR.glob('*.yaml')))})")
+    raise FileNotFoundError(
+        f"config {path!r} not found (built-in configs: {', '.join(sorted(x.stem for x in BUILTIN_DIR.glob('*.yaml')))})"
+    )
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:

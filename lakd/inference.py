@@ -7,7 +7,6 @@ needs nothing from the training run.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ class Predictor:
         self.languages: list[str] = list(model.languages)
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu") -> "Predictor":
+    def from_checkpoint(cls, path, device="cpu") -> Predictor:
         from lakd.models.ser import SERModel
 
         path = Path(path)
@@ -77,8 +76,8 @@ def export_model(checkpoint, out, fmt: str = "onnx", seconds: float = 2.0) -> di
     g = torch.Generator().manual_seed(0)
     x = 0.1 * torch.randn(2, int(16000 * seconds), generator=g)
     mask = torch.ones(2, x.shape[1], dtype=torch.long)
-    mask[1, x.shape[1] // 2:] = 0
-    x[1, x.shape[1] // 2:] = 0
+    mask[1, x.shape[1] // 2 :] = 0
+    x[1, x.shape[1] // 2 :] = 0
     lang = torch.tensor([0, -1])
     with torch.no_grad():
         ref = wrapper(x, mask, lang).numpy()
@@ -87,15 +86,28 @@ def export_model(checkpoint, out, fmt: str = "onnx", seconds: float = 2.0) -> di
         import onnxruntime as ort
 
         tmp = out.with_name(out.name + ".tmp")
-        torch.onnx.export(wrapper, (x, mask, lang), str(tmp), input_names=["input_values", "attention_mask", "language_ids"],
-                          output_names=["probabilities"], dynamo=False, opset_version=17,
-                          dynamic_axes={"input_values": {0: "batch", 1: "samples"},
-                                        "attention_mask": {0: "batch", 1: "samples"},
-                                        "language_ids": {0: "batch"}, "probabilities": {0: "batch"}})
+        torch.onnx.export(
+            wrapper,
+            (x, mask, lang),
+            str(tmp),
+            input_names=["input_values", "attention_mask", "language_ids"],
+            output_names=["probabilities"],
+            dynamo=False,
+            opset_version=17,
+            dynamic_axes={
+                "input_values": {0: "batch", 1: "samples"},
+                "attention_mask": {0: "batch", 1: "samples"},
+                "language_ids": {0: "batch"},
+                "probabilities": {0: "batch"},
+            },
+        )
         tmp.replace(out)
         sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         # check on a different length than the one traced, to prove the dynamic axes work
-        x2, mask2 = x[:, : int(16000 * seconds * 0.75)].contiguous(), mask[:, : int(16000 * seconds * 0.75)].contiguous()
+        x2, mask2 = (
+            x[:, : int(16000 * seconds * 0.75)].contiguous(),
+            mask[:, : int(16000 * seconds * 0.75)].contiguous(),
+        )
         with torch.no_grad():
             ref2 = wrapper(x2, mask2, lang).numpy()
         feeds = {"input_values": x2.numpy(), "attention_mask": mask2.numpy(), "language_ids": lang.numpy()}
@@ -104,7 +116,9 @@ def export_model(checkpoint, out, fmt: str = "onnx", seconds: float = 2.0) -> di
         info["inputs"] = sorted(used)
         info["max_abs_diff_vs_torch"] = float(np.abs(got - ref2).max())
         if info["max_abs_diff_vs_torch"] > 1e-3:
-            raise RuntimeError(f"ONNX export of {checkpoint} disagrees with PyTorch by {info['max_abs_diff_vs_torch']:.2e}")
+            raise RuntimeError(
+                f"ONNX export of {checkpoint} disagrees with PyTorch by {info['max_abs_diff_vs_torch']:.2e}"
+            )
     elif fmt == "torchscript":
         traced = torch.jit.trace(wrapper, (x, mask, lang), check_trace=False)
         tmp = out.with_name(out.name + ".tmp")

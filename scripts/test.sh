@@ -11,6 +11,9 @@ if [ "$(id -u)" = 0 ]; then
 else
   echo "[test] not root: the SLURM tests will be skipped (start slurm/local-cluster.sh as root to run them)"
 fi
+echo "[test] ruff check + format --check (lint errors fail the run)"
+"$VENV/bin/ruff" check lakd tests tune bench
+"$VENV/bin/ruff" format --check lakd tests tune bench
 set +e
 "$VENV/bin/pytest" -q -ra --durations=15 "$@"
 rc=$?

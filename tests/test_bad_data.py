@@ -45,31 +45,58 @@ def _write_tar(path, members):
 BAD = {  # key -> (members, reason)
     "undecodable": ([("undecodable.flac", b"\x00garbage" * 50), ("undecodable.json", _meta(0))], "undecodable_audio"),
     "empty": ([("empty.wav", _wav(np.zeros(0))), ("empty.json", _meta(0))], "empty_audio"),
-    "nan": ([("nan.wav", _wav(np.where(np.arange(3200) == 7, np.nan, _tone()))), ("nan.json", _meta(0))], "nonfinite_audio"),
-    "inf": ([("inf.wav", _wav(np.where(np.arange(3200) == 9, np.inf, _tone()))), ("inf.json", _meta(0))], "nonfinite_audio"),
+    "nan": (
+        [("nan.wav", _wav(np.where(np.arange(3200) == 7, np.nan, _tone()))), ("nan.json", _meta(0))],
+        "nonfinite_audio",
+    ),
+    "inf": (
+        [("inf.wav", _wav(np.where(np.arange(3200) == 9, np.inf, _tone()))), ("inf.json", _meta(0))],
+        "nonfinite_audio",
+    ),
     "zeros": ([("zeros.flac", encode_flac(np.zeros(3200), 16_000)), ("zeros.json", _meta(0))], "silent_audio"),
     "tiny": ([("tiny.flac", encode_flac(_tone(40), 16_000)), ("tiny.json", _meta(0))], "too_short"),
     "nojson": ([("nojson.flac", encode_flac(_tone(), 16_000))], "missing_json"),
     "badjson": ([("badjson.flac", encode_flac(_tone(), 16_000)), ("badjson.json", b"{oops")], "invalid_json"),
     "listjson": ([("listjson.flac", encode_flac(_tone(), 16_000)), ("listjson.json", b"[1, 2]")], "invalid_json"),
-    "nolang": ([("nolang.flac", encode_flac(_tone(), 16_000)), ("nolang.json", b'{"emotion": "anger"}')], "missing_field"),
-    "badlabel": ([("badlabel.flac", encode_flac(_tone(), 16_000)), ("badlabel.json", _meta(0, emotion="boredom"))],
-                 "unknown_label"),
-    "badlang": ([("badlang.flac", encode_flac(_tone(), 16_000)), ("badlang.json", _meta(0, lang="de"))], "unknown_language"),
+    "nolang": (
+        [("nolang.flac", encode_flac(_tone(), 16_000)), ("nolang.json", b'{"emotion": "anger"}')],
+        "missing_field",
+    ),
+    "badlabel": (
+        [("badlabel.flac", encode_flac(_tone(), 16_000)), ("badlabel.json", _meta(0, emotion="boredom"))],
+        "unknown_label",
+    ),
+    "badlang": (
+        [("badlang.flac", encode_flac(_tone(), 16_000)), ("badlang.json", _meta(0, lang="de"))],
+        "unknown_language",
+    ),
     "noaudio": ([("noaudio.json", _meta(0))], "missing_audio"),
 }
-EXPECTED = {"undecodable_audio": 1, "empty_audio": 1, "nonfinite_audio": 2, "silent_audio": 1, "too_short": 1,
-            "missing_json": 1, "invalid_json": 2, "missing_field": 1, "unknown_label": 1, "unknown_language": 1,
-            "missing_audio": 1}
+EXPECTED = {
+    "undecodable_audio": 1,
+    "empty_audio": 1,
+    "nonfinite_audio": 2,
+    "silent_audio": 1,
+    "too_short": 1,
+    "missing_json": 1,
+    "invalid_json": 2,
+    "missing_field": 1,
+    "unknown_label": 1,
+    "unknown_language": 1,
+    "missing_audio": 1,
+}
 
 
 @pytest.fixture
 def bad_corpus(tmp_path):
     """bad-000000.tar: every bad kind between good samples (no index); good-*.tar: clean, one cut off mid-member."""
     members, good = [], []
-    for i, (key, (ms, _)) in enumerate(BAD.items()):
+    for i, (_key, (ms, _)) in enumerate(BAD.items()):
         gk = f"good{i:02d}"
-        members += [(f"{gk}.flac", encode_flac(_tone(4000 + 100 * i), 16_000)), (f"{gk}.json", _meta(gk, ["en", "fi"][i % 2]))]
+        members += [
+            (f"{gk}.flac", encode_flac(_tone(4000 + 100 * i), 16_000)),
+            (f"{gk}.json", _meta(gk, ["en", "fi"][i % 2])),
+        ]
         good.append(gk)
         members += ms
     _write_tar(tmp_path / "bad-000000.tar", members)
@@ -114,7 +141,9 @@ def test_skip_counts_from_workers_are_merged(bad_corpus):
 def test_training_goes_on_through_bad_data(bad_corpus):
     data, good = bad_corpus
     skips = SkipCounter()
-    loader = build_loader(data, LABELS, LANGS, cfg=replace(CFG, epoch_samples=40, num_workers=2), train=True, skips=skips)
+    loader = build_loader(
+        data, LABELS, LANGS, cfg=replace(CFG, epoch_samples=40, num_workers=2), train=True, skips=skips
+    )
     batches = list(loader)
     assert len(batches) == len(loader) == 10
     assert {k for b in batches for k in b["keys"]} <= set(good) | {"clean4", "clean5"}
@@ -126,8 +155,11 @@ def test_training_goes_on_through_bad_data(bad_corpus):
 def test_strict_raises_naming_shard_key_and_reason(bad_corpus, num_workers):
     data, _ = bad_corpus
     loader = build_loader(data, LABELS, LANGS, cfg=replace(CFG, strict=True, num_workers=num_workers), train=False)
-    with pytest.raises(BadSampleError, match=r"bad-000000\.tar:undecodable.*undecodable_audio|"
-                                             r"undecodable_audio: .*bad-000000\.tar:undecodable"):
+    with pytest.raises(
+        BadSampleError,
+        match=r"bad-000000\.tar:undecodable.*undecodable_audio|"
+        r"undecodable_audio: .*bad-000000\.tar:undecodable",
+    ):
         list(loader)
 
 

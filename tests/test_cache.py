@@ -28,14 +28,22 @@ def make_shards(directory, n=12, per_shard=6):
     with ShardWriter(directory, "train", max_count=per_shard) as w:
         for i in range(n):
             audio = 0.1 * rng.standard_normal(int(16000 * rng.uniform(0.3, 0.8))).astype(np.float32)
-            meta = {"emotion": LABELS[i % 4], "language": LANGS[i % 3], "speaker": f"s{i % 4}", "corpus": "t", "split": "train"}
+            meta = {
+                "emotion": LABELS[i % 4],
+                "language": LANGS[i % 3],
+                "speaker": f"s{i % 4}",
+                "corpus": "t",
+                "split": "train",
+            }
             w.write(f"utt{i:03d}", meta, audio)
     return directory
 
 
 def save_teacher(path, hidden=32, seed=0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(backbone={"hidden_size": hidden, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64})
+    cfg = ModelConfig(
+        backbone={"hidden_size": hidden, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    )
     SERModel(cfg, LABELS, LANGS).save_pretrained(path, extra_meta={"kind": "ft-mono"})
     return str(path)
 
@@ -48,7 +56,9 @@ def setup(tmp_path):
 
 
 def write(shards, teachers, out, **kw):
-    return write_teacher_cache(teachers, str(shards), out, LABELS, LANGS, DATA, "cpu", batch_size=4, samples_per_shard=5, **kw)
+    return write_teacher_cache(
+        teachers, str(shards), out, LABELS, LANGS, DATA, "cpu", batch_size=4, samples_per_shard=5, **kw
+    )
 
 
 def test_round_trip_matches_running_the_teacher(setup):
@@ -56,8 +66,11 @@ def test_round_trip_matches_running_the_teacher(setup):
     manifest = write(shards, teachers, out)
     assert manifest["order"] == ["en", "fi"]
     assert [manifest["teachers"][t]["language"] for t in ("en", "fi")] == ["en", "fi"]
-    assert [s["path"] for s in manifest["teachers"]["en"]["shards"]] == ["en/cache-000000.tar", "en/cache-000001.tar",
-                                                                         "en/cache-000002.tar"]
+    assert [s["path"] for s in manifest["teachers"]["en"]["shards"]] == [
+        "en/cache-000000.tar",
+        "en/cache-000001.tar",
+        "en/cache-000002.tar",
+    ]
     cache = TeacherCache(out, teacher_dirs=teachers)
     assert len(cache) == 12 and cache.teacher_languages == ["en", "fi"] and cache.embed_dims == [32, 24]
     assert cache.verify() == {"shards": 6, "ok": True}
@@ -123,7 +136,11 @@ def test_resume_skips_completed_teacher_and_restarts_partial_one(setup):
     write(shards, teachers, out, progress=lambda name, done, total: ran.append((name, done, total)))
     assert {r[0] for r in ran} == {"fi"} and ran[-1][1:] == (12, 12)
     assert {p.name: p.stat().st_mtime_ns for p in (out / "en").iterdir()} == en_mtimes
-    assert sorted(p.name for p in (out / "fi").iterdir()) == ["cache-000000.tar", "cache-000001.tar", "cache-000002.tar"]
+    assert sorted(p.name for p in (out / "fi").iterdir()) == [
+        "cache-000000.tar",
+        "cache-000001.tar",
+        "cache-000002.tar",
+    ]
     TeacherCache(out, teacher_dirs=teachers).verify()
 
     ran.clear()

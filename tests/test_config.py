@@ -6,8 +6,9 @@ from lakd.config import ConfigError, load_config, save_config
 
 
 def test_builtin_configs_load_and_override():
-    cfg = load_config("tiny", ["student_optim.lr=1e-3", "distill.weighting=cosine", "data.bucket=false",
-                               "student.attention_depth=3"])
+    cfg = load_config(
+        "tiny", ["student_optim.lr=1e-3", "distill.weighting=cosine", "data.bucket=false", "student.attention_depth=3"]
+    )
     assert cfg.student_optim.lr == pytest.approx(1e-3)
     assert cfg.distill.weighting == "cosine"
     assert cfg.data.bucket is False
@@ -27,12 +28,15 @@ def test_unknown_key_names_the_file_and_key(tmp_path):
         load_config("tiny", ["distill.weightin=route"])
 
 
-@pytest.mark.parametrize("override,match", [
-    ("distill.weighting=best", "route, cosine or mean"),
-    ("distill.kd_weight=1.5", r"\[0, 1\]"),
-    ("launch.executor=kubernetes", "slurm, local or debug"),
-    ("data.batch_size=many", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("distill.weighting=best", "route, cosine or mean"),
+        ("distill.kd_weight=1.5", r"\[0, 1\]"),
+        ("launch.executor=kubernetes", "slurm, local or debug"),
+        ("data.batch_size=many", "cannot read"),
+    ],
+)
 def test_invalid_values_are_rejected(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config("tiny", [override])

@@ -16,8 +16,9 @@ from lakd.data.splits import SplitLeakError, check_shard_dirs
 LABELS = ["anger", "happiness", "neutral", "sadness"]
 
 
-def tone(path: Path, sr: int = 16000, seconds: float = 0.05, channels: int = 1, subtype: str = "PCM_16",
-         freq: float = 220.0) -> Path:
+def tone(
+    path: Path, sr: int = 16000, seconds: float = 0.05, channels: int = 1, subtype: str = "PCM_16", freq: float = 220.0
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(sr * seconds)) / sr
     x = 0.2 * np.sin(2 * np.pi * freq * t)
@@ -34,8 +35,9 @@ def samples(out: Path, split: str) -> list[dict]:
         for key, members in iter_tar_samples(tar):
             meta = json.loads(members["json"])
             info = sf.info(io.BytesIO(members["flac"]))
-            out_rows.append({**meta, "_key": key, "_sr": info.samplerate, "_channels": info.channels,
-                             "_subtype": info.subtype})
+            out_rows.append(
+                {**meta, "_key": key, "_sr": info.samplerate, "_channels": info.channels, "_subtype": info.subtype}
+            )
     return out_rows
 
 
@@ -44,7 +46,7 @@ def all_samples(out: Path) -> list[dict]:
 
 
 def assert_well_formed(out: Path, language: str, corpus: str) -> None:
-    speakers = check_shard_dirs(out)                 # raises if any speaker is in two splits
+    speakers = check_shard_dirs(out)  # raises if any speaker is in two splits
     assert set(speakers) == {"train", "dev", "test"}
     for s in all_samples(out):
         assert s["language"] == language and s["corpus"] == corpus and s["emotion"] in LABELS
@@ -87,9 +89,11 @@ def test_iemocap_four_class_protocol_and_session_folds(tmp_path):
     assert s.num_samples == 25 and s.dropped == {"frustration": 5, "no_agreement": 5}
     assert s.num_skipped == 1 and "Ses02F_impro02_M099.wav" in s.skipped[0]["path"]
     assert s.counts["test"] == {"en": {"anger": 1, "happiness": 2, "neutral": 1, "sadness": 1}}
-    assert s.split_speakers == {"train": [f"iemocap_Ses0{n}_{g}" for n in (1, 2, 3) for g in "FM"],
-                                "dev": ["iemocap_Ses04_F", "iemocap_Ses04_M"],
-                                "test": ["iemocap_Ses05_F", "iemocap_Ses05_M"]}
+    assert s.split_speakers == {
+        "train": [f"iemocap_Ses0{n}_{g}" for n in (1, 2, 3) for g in "FM"],
+        "dev": ["iemocap_Ses04_F", "iemocap_Ses04_M"],
+        "test": ["iemocap_Ses05_F", "iemocap_Ses05_M"],
+    }
     by_key = {x["_key"]: x for x in all_samples(tmp_path / "out")}
     exc = by_key["iemocap_Ses05F_impro05_F002"]
     assert exc["emotion"] == "happiness" and exc["emotion_raw"] == "exc" and exc["gender"] == "f"
@@ -97,7 +101,7 @@ def test_iemocap_four_class_protocol_and_session_folds(tmp_path):
     assert exc["arousal"] == 3.0 and exc["dominance"] == 3.5 and exc["start"] == 7.5
     assert by_key["iemocap_Ses05F_impro05_M001"]["speaker"] == "iemocap_Ses05_M"
 
-    s1 = import_corpus("iemocap", tmp_path / "src", tmp_path / "out", fold="1")   # the CLI passes strings
+    s1 = import_corpus("iemocap", tmp_path / "src", tmp_path / "out", fold="1")  # the CLI passes strings
     assert s1.protocol["test"] == ["Session1"] and s1.protocol["dev"] == ["Session5"]
     assert import_corpus("iemocap", tmp_path / "src", tmp_path / "out", fold="Session3").protocol["fold"] == 3
     with pytest.raises(ValueError, match="fold 'Session9' is neither"):
@@ -111,13 +115,14 @@ def test_iemocap_four_class_protocol_and_session_folds(tmp_path):
 
 # ----------------------------------------------------------------------------- RAVDESS
 
+
 def make_ravdess(root: Path) -> None:
     for actor in range(1, 25):
         for emo in ("01", "02", "03", "04", "05", "06"):
             tone(root / f"Actor_{actor:02d}" / f"03-01-{emo}-01-01-01-{actor:02d}.wav", sr=48000)
         tone(root / f"Actor_{actor:02d}" / f"03-01-05-02-02-02-{actor:02d}.wav", sr=48000)
-    tone(root / "Actor_01" / "03-02-03-01-01-01-01.wav")      # song: not speech
-    tone(root / "Actor_02" / "01-01-03-01-01-01-02.wav")      # audio-visual file (video modality)
+    tone(root / "Actor_01" / "03-02-03-01-01-01-01.wav")  # song: not speech
+    tone(root / "Actor_02" / "01-01-03-01-01-01-02.wav")  # audio-visual file (video modality)
 
 
 def test_ravdess_speech_only_folds_and_corrupt_file(tmp_path):
@@ -144,6 +149,7 @@ def test_ravdess_speech_only_folds_and_corrupt_file(tmp_path):
 
 # ----------------------------------------------------------------------------- CREMA-D
 
+
 def test_cremad_demographics_levels_and_empty_file(tmp_path):
     root = tmp_path / "CREMA-D"
     sentences = ["DFA", "IEO", "TIE", "MTI"]
@@ -151,8 +157,9 @@ def test_cremad_demographics_levels_and_empty_file(tmp_path):
         for i, emo in enumerate(("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")):
             tone(root / "AudioWAV" / f"{a}_{sentences[i % 4]}_{emo}_{['LO', 'MD', 'HI', 'XX'][i % 4]}.wav")
     (root / "AudioWAV" / "1010_MTI_SAD_XX.wav").write_bytes(b"")  # like the release's broken 1076_MTI_SAD_XX.wav
-    rows = ["ActorID,Age,Sex,Race,Ethnicity"] + [f"{a},{20 + a % 50},{'Male' if a % 2 else 'Female'},Caucasian,"
-                                                 "Not Hispanic" for a in range(1001, 1010)]
+    rows = ["ActorID,Age,Sex,Race,Ethnicity"] + [
+        f"{a},{20 + a % 50},{'Male' if a % 2 else 'Female'},Caucasian,Not Hispanic" for a in range(1001, 1010)
+    ]
     (root / "VideoDemographics.csv").write_text("\n".join(rows) + "\n")
     s = import_corpus("cremad", root, tmp_path / "out")
     assert_well_formed(tmp_path / "out", "en", "cremad")
@@ -169,24 +176,36 @@ def test_cremad_demographics_levels_and_empty_file(tmp_path):
     by_key = {x["_key"]: x for x in all_samples(tmp_path / "out")}
     x = by_key["cremad_1001_DFA_ANG_LO"]
     assert x["gender"] == "m" and x["level"] == "low" and x["text"] == "Don't forget a jacket" and x["age"] == "21"
-    assert by_key["cremad_1002_MTI_HAP_XX"]["gender"] == "f" and by_key["cremad_1002_MTI_HAP_XX"]["level"] == "unspecified"
+    assert (
+        by_key["cremad_1002_MTI_HAP_XX"]["gender"] == "f" and by_key["cremad_1002_MTI_HAP_XX"]["level"] == "unspecified"
+    )
     assert by_key["cremad_1010_DFA_ANG_LO"]["gender"] == "u"  # actor missing from the demographics file
 
 
 # ----------------------------------------------------------------------------- EmoDB
 
+
 def test_emodb_codes_genders_and_pair_folds(tmp_path):
     root = tmp_path / "emodb"
     for spk in ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16"):
-        for text, emo, ver in (("a01", "W", "a"), ("a02", "F", "b"), ("b01", "T", "a"), ("b10", "N", "c"),
-                               ("a04", "L", "a"), ("a05", "E", "a")):
+        for text, emo, ver in (
+            ("a01", "W", "a"),
+            ("a02", "F", "b"),
+            ("b01", "T", "a"),
+            ("b10", "N", "c"),
+            ("a04", "L", "a"),
+            ("a05", "E", "a"),
+        ):
             tone(root / "wav" / f"{spk}{text}{emo}{ver}.wav")
-    (root / "wav" / "notes.wav").write_bytes(b"")            # not an EmoDB name: ignored
+    (root / "wav" / "notes.wav").write_bytes(b"")  # not an EmoDB name: ignored
     s = import_corpus("emodb", root, tmp_path / "out")
     assert_well_formed(tmp_path / "out", "de", "emodb")
     assert s.num_samples == 40 and s.dropped == {"boredom": 10, "disgust": 10} and s.num_skipped == 0
-    assert s.split_speakers == {"train": ["emodb_03", "emodb_08", "emodb_09", "emodb_10", "emodb_11", "emodb_13"],
-                                "dev": ["emodb_12", "emodb_14"], "test": ["emodb_15", "emodb_16"]}
+    assert s.split_speakers == {
+        "train": ["emodb_03", "emodb_08", "emodb_09", "emodb_10", "emodb_11", "emodb_13"],
+        "dev": ["emodb_12", "emodb_14"],
+        "test": ["emodb_15", "emodb_16"],
+    }
     x = {r["_key"]: r for r in samples(tmp_path / "out", "test")}["emodb_16a01Wa"]
     assert x["emotion"] == "anger" and x["gender"] == "f" and x["text"] == "Der Lappen liegt auf dem Eisschrank."
     assert {r["gender"] for r in samples(tmp_path / "out", "dev")} == {"m", "f"}
@@ -196,26 +215,33 @@ def test_emodb_codes_genders_and_pair_folds(tmp_path):
 
 # ----------------------------------------------------------------------------- CaFE
 
+
 def test_cafe_accented_folders_aiff_24bit_and_neutral_names(tmp_path):
     root = tmp_path / "CaFE_192k_1"
     folders = {"C": "Colère", "J": "Joie", "T": "Tristesse", "P": "Peur", "D": "Degout"}  # accents optional
     for actor in range(1, 7):
         for letter, folder in folders.items():
             for level, sub in (("1", "Faible"), ("2", "Fort")):
-                tone(root / folder / sub / f"{actor:02d}-{letter}-{level}-{actor % 6 + 1}.aiff", sr=48000,
-                     subtype="PCM_24")
+                tone(
+                    root / folder / sub / f"{actor:02d}-{letter}-{level}-{actor % 6 + 1}.aiff",
+                    sr=48000,
+                    subtype="PCM_24",
+                )
         tone(root / "Neutre" / f"{actor:02d}-N-{actor % 6 + 1}.aiff", sr=48000, subtype="PCM_24")
     (root / "Readme.txt").write_text("CaFE readme")
     s = import_corpus("cafe", tmp_path, tmp_path / "out")
     assert_well_formed(tmp_path / "out", "fr", "cafe")
     assert s.num_samples == 6 * 7 and s.dropped == {"disgust": 12, "fear": 12}
-    assert s.split_speakers == {"train": ["cafe_01", "cafe_02"], "dev": ["cafe_03", "cafe_04"],
-                                "test": ["cafe_05", "cafe_06"]}
+    assert s.split_speakers == {
+        "train": ["cafe_01", "cafe_02"],
+        "dev": ["cafe_03", "cafe_04"],
+        "test": ["cafe_05", "cafe_06"],
+    }
     by_key = {x["_key"]: x for x in all_samples(tmp_path / "out")}
     x = by_key["cafe_05-C-2-6"]
     assert x["emotion"] == "anger" and x["intensity"] == "high" and x["gender"] == "m" and x["sentence"] == 6
     assert x["text"] == "Six ours aimants domestiqués"
-    assert x["_sr"] == 48000 and x["_subtype"] == "PCM_24"       # original rate and 24-bit depth kept
+    assert x["_sr"] == 48000 and x["_subtype"] == "PCM_24"  # original rate and 24-bit depth kept
     neutral = by_key["cafe_06-N-1"]
     assert neutral["emotion"] == "neutral" and "intensity" not in neutral and neutral["gender"] == "f"
     # the same recordings found twice (two copies of the release) are counted skips, not duplicates
@@ -226,6 +252,7 @@ def test_cafe_accented_folders_aiff_24bit_and_neutral_names(tmp_path):
 
 
 # ----------------------------------------------------------------------------- FESC
+
 
 def test_fesc_folder_convention(tmp_path):
     root = tmp_path / "fesc"
@@ -250,15 +277,16 @@ def test_fesc_labels_file_convention(tmp_path):
             tone(root / "audio" / f"{spk}_{emo}.wav")
             rows.append(f"audio/{spk}_{emo}.wav,{emo},{spk},f,Hei.")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    s = import_corpus("fesc", root, tmp_path / "out")                 # Finnish emotion names are understood
+    s = import_corpus("fesc", root, tmp_path / "out")  # Finnish emotion names are understood
     assert s.num_samples == 16 and s.corpus == "fesc" and s.dropped == {}
     assert {x["language"] for x in all_samples(tmp_path / "out")} == {"fi"}
     assert {x["emotion"] for x in all_samples(tmp_path / "out")} == set(LABELS)
-    s = import_corpus("fesc", root, tmp_path / "out2", label_map={"ilo": ""})   # a user map still wins
+    s = import_corpus("fesc", root, tmp_path / "out2", label_map={"ilo": ""})  # a user map still wins
     assert s.num_samples == 12 and s.dropped == {"ilo": 4}
 
 
 # ----------------------------------------------------------------------------- manifest
+
 
 def make_manifest(root: Path, with_split: bool = True) -> Path:
     rows = ["path\temotion\tlanguage\tspeaker\tsplit\tgender\ttext\tsession\tage"]
@@ -269,8 +297,10 @@ def make_manifest(root: Path, with_split: bool = True) -> Path:
                 for emo in ("angry", "happy", "neutral", "sad", "fear"):
                     rel = f"{lang}/{spk}/{emo}.wav"
                     tone(root / rel, sr=44100, channels=2)
-                    rows.append(f"{rel}\t{emo}\t{lang}\t{lang}-{spk}\t{split if with_split else ''}\tfemale\t"
-                                f"Text {emo}.\tS{spk[-1]}\t3{spk[-1]}")
+                    rows.append(
+                        f"{rel}\t{emo}\t{lang}\t{lang}-{spk}\t{split if with_split else ''}\tfemale\t"
+                        f"Text {emo}.\tS{spk[-1]}\t3{spk[-1]}"
+                    )
     rows.append("sv/missing.wav\tsad\tsv\tsv-a1\ttrain\tf\tx\tS1\t30")
     path = root / "manifest.tsv"
     path.write_text("\n".join(rows) + "\n")
@@ -285,8 +315,10 @@ def test_manifest_split_column_extra_fields_and_original_format(tmp_path):
     assert s.num_samples == 4 * 2 * 4 and s.dropped == {"fear": 8}
     assert s.num_skipped == 1 and s.skipped[0]["path"].endswith("missing.wav")
     assert s.counts["dev"] == {"en": {lab: 1 for lab in LABELS}, "sv": {lab: 1 for lab in LABELS}}
-    assert sorted(p.name for p in (tmp_path / "out" / "train").glob("*.tar")) == ["manifest-en-000000.tar",
-                                                                                "manifest-sv-000000.tar"]
+    assert sorted(p.name for p in (tmp_path / "out" / "train").glob("*.tar")) == [
+        "manifest-en-000000.tar",
+        "manifest-sv-000000.tar",
+    ]
     x = {r["_key"]: r for r in samples(tmp_path / "out", "test")}["manifest_sv_a4_angry"]
     assert x["emotion"] == "anger" and x["emotion_raw"] == "angry" and x["language"] == "sv"
     assert x["session"] == "S4" and x["age"] == "34" and x["gender"] == "f" and x["text"] == "Text angry."
@@ -303,8 +335,12 @@ def test_manifest_without_split_gets_language_folds_and_leaks_are_refused(tmp_pa
         per_split = {split: [x for x in s.split_speakers[split] if x.startswith(lang)] for split in s.split_speakers}
         assert len(per_split["test"]) == 1 and len(per_split["dev"]) == 1 and len(per_split["train"]) == 2
     leak = tmp_path / "leak.tsv"
-    rows = ["path\temotion\tlanguage\tspeaker\tsplit", "m/en/a1/sad.wav\tsad\ten\ten-a1\ttrain",
-            "m/en/a1/happy.wav\thappy\ten\ten-a1\ttest", "m/en/a2/sad.wav\tsad\ten\ten-a2\tdev"]
+    rows = [
+        "path\temotion\tlanguage\tspeaker\tsplit",
+        "m/en/a1/sad.wav\tsad\ten\ten-a1\ttrain",
+        "m/en/a1/happy.wav\thappy\ten\ten-a1\ttest",
+        "m/en/a2/sad.wav\tsad\ten\ten-a2\tdev",
+    ]
     leak.write_text("\n".join(rows) + "\n")
     with pytest.raises(SplitLeakError, match="en-a1"):
         import_corpus("manifest", leak, tmp_path / "leak_out")
@@ -315,6 +351,7 @@ def test_manifest_without_split_gets_language_folds_and_leaks_are_refused(tmp_pa
 
 
 # ----------------------------------------------------------------------------- shared behaviour
+
 
 def test_registry_reimport_replaces_only_that_corpus(tmp_path):
     assert set(CORPORA) == {"iemocap", "fesc", "cafe", "ravdess", "cremad", "emodb", "manifest"}
@@ -329,13 +366,17 @@ def test_registry_reimport_replaces_only_that_corpus(tmp_path):
     import_corpus("manifest", tmp_path / "man", out)
     first = {p.name for p in (out / "test").glob("*.tar")}
     assert first == {"ravdess-en-000000.tar", "manifest-en-000000.tar", "manifest-sv-000000.tar"}
-    import_corpus("ravdess", tmp_path / "rav", out, fold=1)      # another fold: old ravdess shards must go
+    import_corpus("ravdess", tmp_path / "rav", out, fold=1)  # another fold: old ravdess shards must go
     idx = read_index(out / "test")
     assert {p.name for p in (out / "test").glob("*.tar")} == first
     assert "ravdess_01" in idx["speakers"] and "ravdess_24" not in idx["speakers"] and "en-a4" in idx["speakers"]
-    assert "ravdess_24" in read_index(out / "dev")["speakers"]   # fold 1: dev = the last fold
+    assert "ravdess_24" in read_index(out / "dev")["speakers"]  # fold 1: dev = the last fold
     assert not list(out.glob(".staging*"))
     check_shard_dirs(out)
     rows = import_corpus("ravdess", tmp_path / "rav", out).rows()
-    assert [(r["split"], r["total"], r["speakers"]) for r in rows] == [("train", 80, 16), ("dev", 20, 4), ("test", 20, 4)]
+    assert [(r["split"], r["total"], r["speakers"]) for r in rows] == [
+        ("train", 80, 16),
+        ("dev", 20, 4),
+        ("test", 20, 4),
+    ]
     assert json.dumps(import_corpus("ravdess", tmp_path / "rav", out).as_dict())  # JSON-serialisable summary

@@ -14,21 +14,30 @@ from pathlib import Path
 import pytest
 import torch
 
-from lakd.train.distributed import (detect_launcher, distributed_env, find_free_port, init_distributed,
-                                    parse_slurm_nodelist, slurm_master_port)
+from lakd.train.distributed import (
+    detect_launcher,
+    distributed_env,
+    find_free_port,
+    init_distributed,
+    parse_slurm_nodelist,
+    slurm_master_port,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LAKD_LAUNCHER")
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("node5", ["node5"]),
-    ("node[01-03],node5", ["node01", "node02", "node03", "node5"]),
-    ("gpu[1,3-4]", ["gpu1", "gpu3", "gpu4"]),
-    ("rack[1-2]-n[08-09]", ["rack1-n08", "rack1-n09", "rack2-n08", "rack2-n09"]),
-    ("a[9-11],b", ["a9", "a10", "a11", "b"]),
-    ("cn-[001-002].cluster", ["cn-001.cluster", "cn-002.cluster"]),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("node5", ["node5"]),
+        ("node[01-03],node5", ["node01", "node02", "node03", "node5"]),
+        ("gpu[1,3-4]", ["gpu1", "gpu3", "gpu4"]),
+        ("rack[1-2]-n[08-09]", ["rack1-n08", "rack1-n09", "rack2-n08", "rack2-n09"]),
+        ("a[9-11],b", ["a9", "a10", "a11", "b"]),
+        ("cn-[001-002].cluster", ["cn-001.cluster", "cn-002.cluster"]),
+    ],
+)
 def test_parse_slurm_nodelist(text, expected):
     assert parse_slurm_nodelist(text) == expected
 
@@ -40,12 +49,23 @@ def test_parse_slurm_nodelist_rejects_garbage(bad):
 
 
 def test_env_mapping_slurm():
-    env = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "4",
-           "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "123456"}
+    env = {
+        "SLURM_PROCID": "3",
+        "SLURM_LOCALID": "1",
+        "SLURM_NTASKS": "4",
+        "SLURM_STEP_NUM_TASKS": "4",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_ID": "123456",
+    }
     launcher, v = distributed_env(env)
     assert launcher == "slurm"
-    assert v == {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "gpu07",
-                 "MASTER_PORT": str(10000 + 123456 % 20000)}
+    assert v == {
+        "RANK": "3",
+        "LOCAL_RANK": "1",
+        "WORLD_SIZE": "4",
+        "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": str(10000 + 123456 % 20000),
+    }
     assert slurm_master_port("123456_7") == slurm_master_port(123456)  # array task ids share the job's port
     # explicit MASTER_* win; step node list (srun inside an allocation) wins over the job's
     _, v = distributed_env({**env, "SLURM_STEP_NODELIST": "gpu08", "MASTER_PORT": "29999"})
@@ -53,11 +73,23 @@ def test_env_mapping_slurm():
 
 
 def test_env_mapping_torchrun_wins_and_single_defaults():
-    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500",
-           "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
+    env = {
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29500",
+        "SLURM_PROCID": "0",
+        "SLURM_NTASKS": "1",
+    }
     assert detect_launcher(env) == "torchrun"
-    assert distributed_env(env)[1] == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.1",
-                                       "MASTER_PORT": "29500"}
+    assert distributed_env(env)[1] == {
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29500",
+    }
     launcher, v = distributed_env({})
     assert launcher == "single" and v["RANK"] == "0" and v["WORLD_SIZE"] == "1" and v["MASTER_ADDR"] == "127.0.0.1"
     assert 0 < int(v["MASTER_PORT"]) < 65536
@@ -141,10 +173,23 @@ def _check_results(tmp_path: Path, launcher: str, local_ranks=(0, 1)) -> None:
 def test_two_processes_under_torchrun_all_reduce(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(repo=str(REPO), result=str(tmp_path / "out{}.json")))
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port",
-           str(find_free_port()), str(script)]
-    p = subprocess.Popen(cmd, env=_clean_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, start_new_session=True)
+    cmd = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(find_free_port()),
+        str(script),
+    ]
+    p = subprocess.Popen(
+        cmd,
+        env=_clean_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     out = _communicate([p], 120)[0]
     assert p.returncode == 0, out[-4000:]
     _check_results(tmp_path, "torchrun")
@@ -160,10 +205,26 @@ def test_two_processes_with_srun_variables_all_reduce(tmp_path):
     procs = []
     for rank in range(2):
         env = _clean_env()
-        env.update(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NTASKS="2", SLURM_STEP_NUM_TASKS="2",
-                   SLURM_JOB_NODELIST="localhost", SLURM_JOB_ID=str(job_id), SLURM_NNODES="1")
-        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, start_new_session=True))
+        env.update(
+            SLURM_PROCID=str(rank),
+            SLURM_LOCALID=str(rank),
+            SLURM_NTASKS="2",
+            SLURM_STEP_NUM_TASKS="2",
+            SLURM_JOB_NODELIST="localhost",
+            SLURM_JOB_ID=str(job_id),
+            SLURM_NNODES="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script)],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        )
     outs = _communicate(procs, 120)
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-4000:]

@@ -30,6 +30,7 @@ FRAME = 40
 
 # ------------------------------------------------------------------------------------ tiny model + data
 
+
 @dataclass
 class TinyOutput:
     logits: torch.Tensor
@@ -62,9 +63,9 @@ class TinySER(nn.Module):
         return TinyOutput(self.head(pooled), pooled)
 
     def save_pretrained(self, directory, extra_meta=None):
-        from safetensors.torch import save_file
-
         import shutil
+
+        from safetensors.torch import save_file
 
         directory = Path(directory)
         if directory.exists():  # like SERModel: the directory is replaced as a whole
@@ -82,8 +83,9 @@ class TinySER(nn.Module):
         return m
 
 
-def make_batches(epoch: int, n_batches: int = 6, batch_size: int = 8, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> list[dict]:
+def make_batches(
+    epoch: int, n_batches: int = 6, batch_size: int = 8, seed: int = 0, rank: int = 0, world_size: int = 1
+) -> list[dict]:
     """Deterministic per epoch; class k = a louder signal with k-dependent offset; ragged lengths."""
     out = []
     for b in range(n_batches):
@@ -92,10 +94,16 @@ def make_batches(epoch: int, n_batches: int = 6, batch_size: int = 8, seed: int 
         lengths = torch.randint(4 * FRAME, 8 * FRAME + 1, (batch_size,), generator=g)
         x = 0.3 * torch.randn(batch_size, 8 * FRAME, generator=g) + 0.5 * labels[:, None].float()
         mask = (torch.arange(8 * FRAME)[None] < lengths[:, None]).long()
-        out.append({"input_values": x * mask, "attention_mask": mask, "labels": labels,
-                    "language_ids": torch.randint(-1, 2, (batch_size,), generator=g),
-                    "keys": [f"e{epoch}b{b}i{i}" for i in range(batch_size)],
-                    "languages": ["en"] * batch_size})
+        out.append(
+            {
+                "input_values": x * mask,
+                "attention_mask": mask,
+                "labels": labels,
+                "language_ids": torch.randint(-1, 2, (batch_size,), generator=g),
+                "keys": [f"e{epoch}b{b}i{i}" for i in range(batch_size)],
+                "languages": ["en"] * batch_size,
+            }
+        )
     return out
 
 
@@ -128,9 +136,19 @@ def optim(**kw) -> OptimConfig:
 def make_trainer(tmp: Path, cfg: OptimConfig, loss_fn=ce_loss, eval_fn=None, n_batches=6, seed=0, **kw) -> Trainer:
     torch.manual_seed(seed)
     model = TinySER()
-    return Trainer(model, cfg, loss_fn=loss_fn, train_loader_factory=lambda e: make_batches(e, n_batches),
-                   steps_per_epoch=n_batches, out_dir=tmp, eval_fn=eval_fn, seed=seed, log_every=2,
-                   extra_meta={"recipe": "unit-test"}, **kw)
+    return Trainer(
+        model,
+        cfg,
+        loss_fn=loss_fn,
+        train_loader_factory=lambda e: make_batches(e, n_batches),
+        steps_per_epoch=n_batches,
+        out_dir=tmp,
+        eval_fn=eval_fn,
+        seed=seed,
+        log_every=2,
+        extra_meta={"recipe": "unit-test"},
+        **kw,
+    )
 
 
 def params_of(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -138,6 +156,7 @@ def params_of(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------- tests
+
 
 def test_lr_schedule_warmup_then_cosine_and_linear():
     f = lr_lambda(total_steps=10, warmup_steps=2, schedule="cosine")
@@ -267,9 +286,14 @@ def test_grad_accumulation_matches_big_batch(tmp_path):
     for batches, accum in ((big, 1), (small, 2)):
         torch.manual_seed(0)
         model = TinySER(dropout=0.0)
-        t = Trainer(model, optim(epochs=1, grad_accum=accum), loss_fn=ce_loss,
-                    train_loader_factory=lambda e, bs=batches: bs, steps_per_epoch=len(batches),
-                    out_dir=tmp_path / f"ga{accum}")
+        t = Trainer(
+            model,
+            optim(epochs=1, grad_accum=accum),
+            loss_fn=ce_loss,
+            train_loader_factory=lambda e, bs=batches: bs,
+            steps_per_epoch=len(batches),
+            out_dir=tmp_path / f"ga{accum}",
+        )
         assert t.fit()["steps"] == 4
         results.append(params_of(t))
     for k in results[0]:
@@ -357,14 +381,28 @@ DDP_SCRIPT = textwrap.dedent("""
 def run_torchrun(tmp_path: Path, nproc: int, deepspeed: bool = False, zero: int = 0) -> dict:
     result = tmp_path / f"result_{nproc}.json"
     script = tmp_path / "train_script.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(REPO / "tests"), repo=str(REPO), out=str(tmp_path / f"run{nproc}"),
-                                        result=str(result), deepspeed=deepspeed, zero=zero))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                            "MASTER_PORT", "LAKD_LAUNCHER")}
+    script.write_text(
+        DDP_SCRIPT.format(
+            tests=str(REPO / "tests"),
+            repo=str(REPO),
+            out=str(tmp_path / f"run{nproc}"),
+            result=str(result),
+            deepspeed=deepspeed,
+            zero=zero,
+        )
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LAKD_LAUNCHER")
+    }
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", str(nproc), "--master_port", str(find_free_port()), str(script)] \
-        if nproc > 1 else [sys.executable, str(script)]
+    cmd = (
+        [str(torchrun), "--nproc_per_node", str(nproc), "--master_port", str(find_free_port()), str(script)]
+        if nproc > 1
+        else [sys.executable, str(script)]
+    )
     rc, out = run_in_new_session(cmd, env=env, cwd=tmp_path, timeout=240)
     assert rc == 0, out[-6000:]
     return json.loads(result.read_text())
@@ -372,8 +410,9 @@ def run_torchrun(tmp_path: Path, nproc: int, deepspeed: bool = False, zero: int 
 
 def run_in_new_session(cmd, env, cwd, timeout):
     """Run a launcher; on timeout kill its whole process group (no orphaned ranks left behind)."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -393,11 +432,18 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
 
     def merged(epoch):
         r0, r1 = make_batches(epoch, 3, 4, rank=0, world_size=2), make_batches(epoch, 3, 4, rank=1, world_size=2)
-        return [{k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a}
-                for a, b in zip(r0, r1)]
+        return [
+            {k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a} for a, b in zip(r0, r1)
+        ]
 
-    t = Trainer(model, optim(epochs=1, warmup_ratio=0.0), loss_fn=ce_loss, train_loader_factory=merged,
-                steps_per_epoch=3, out_dir=tmp_path / "one")
+    t = Trainer(
+        model,
+        optim(epochs=1, warmup_ratio=0.0),
+        loss_fn=ce_loss,
+        train_loader_factory=merged,
+        steps_per_epoch=3,
+        out_dir=tmp_path / "one",
+    )
     t.fit()
     for k, v in t.model.state_dict().items():
         torch.testing.assert_close(torch.tensor(two["params"][k]), v, rtol=1e-4, atol=1e-5)
@@ -422,8 +468,9 @@ DS_SINGLE_SCRIPT = textwrap.dedent("""
         torch.manual_seed(0)
         m = TinySER(dropout=dropout)
         t0 = time.perf_counter()
-        t = Trainer(m, optim(**cfg), loss_fn=loss_fn, steps_per_epoch=6, train_loader_factory=lambda e: make_batches(e, 6),
-                    out_dir={out_dir!r} + "/" + name, dist=dist, use_deepspeed=use_ds, zero_stage=zero, micro_batch_size=8)
+        t = Trainer(m, optim(**cfg), loss_fn=loss_fn, steps_per_epoch=6,
+                    train_loader_factory=lambda e: make_batches(e, 6), out_dir={out_dir!r} + "/" + name,
+                    dist=dist, use_deepspeed=use_ds, zero_stage=zero, micro_batch_size=8)
         out[name + "_init_s"] = time.perf_counter() - t0
         t.fit()
         return torch.cat([p.detach().flatten() for p in m.parameters()])
@@ -453,10 +500,14 @@ DS_SINGLE_SCRIPT = textwrap.dedent("""
 def test_deepspeed_single_process_matches_torch_and_resumes_exactly(tmp_path):
     result = tmp_path / "ds.json"
     script = tmp_path / "ds_script.py"
-    script.write_text(DS_SINGLE_SCRIPT.format(tests=str(REPO / "tests"), repo=str(REPO), out_dir=str(tmp_path),
-                                              result=str(result)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                            "MASTER_PORT", "LAKD_LAUNCHER")}
+    script.write_text(
+        DS_SINGLE_SCRIPT.format(tests=str(REPO / "tests"), repo=str(REPO), out_dir=str(tmp_path), result=str(result))
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LAKD_LAUNCHER")
+    }
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     rc, out = run_in_new_session([sys.executable, str(script)], env=env, cwd=tmp_path, timeout=240)
     assert rc == 0, out[-6000:]
@@ -479,16 +530,24 @@ def test_deepspeed_zero2_two_processes(tmp_path):
 
     def merged(epoch):
         r0, r1 = make_batches(epoch, 3, 4, rank=0, world_size=2), make_batches(epoch, 3, 4, rank=1, world_size=2)
-        return [{k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a}
-                for a, b in zip(r0, r1)]
+        return [
+            {k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a} for a, b in zip(r0, r1)
+        ]
 
-    Trainer(model, optim(epochs=1, warmup_ratio=0.0), loss_fn=ce_loss, train_loader_factory=merged,
-            steps_per_epoch=3, out_dir=tmp_path / "one").fit()
+    Trainer(
+        model,
+        optim(epochs=1, warmup_ratio=0.0),
+        loss_fn=ce_loss,
+        train_loader_factory=merged,
+        steps_per_epoch=3,
+        out_dir=tmp_path / "one",
+    ).fit()
     for k, v in model.state_dict().items():
         torch.testing.assert_close(torch.tensor(two["params"][k]), v, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ with the real loader + model
+
 
 def test_real_loader_and_sermodel_resume_exactly(tmp_path, emosynth3):
     """SERModel (tiny random-init wav2vec2) on EmoSynth-3 shards through build_loader: a crash after the
@@ -499,11 +558,22 @@ def test_real_loader_and_sermodel_resume_exactly(tmp_path, emosynth3):
 
     labels, languages = ["anger", "happiness", "neutral", "sadness"], ["en", "fi", "fr"]
     data = DataConfig(batch_size=4, epoch_samples=12, max_seconds=0.5, shuffle_buffer=16, bucket_buffer=8)
-    model_cfg = ModelConfig(backbone=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                          intermediate_size=64, conv_dim=[16, 16], conv_stride=[10, 8],
-                                          conv_kernel=[10, 8], num_conv_pos_embeddings=8,
-                                          num_conv_pos_embedding_groups=2),
-                            freeze_feature_encoder=False, language_embedding=True, dropout=0.1)
+    model_cfg = ModelConfig(
+        backbone=dict(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=[16, 16],
+            conv_stride=[10, 8],
+            conv_kernel=[10, 8],
+            num_conv_pos_embeddings=8,
+            num_conv_pos_embedding_groups=2,
+        ),
+        freeze_feature_encoder=False,
+        language_embedding=True,
+        dropout=0.1,
+    )
 
     def factory(epoch):
         return build_loader(emosynth3 / "train", labels, languages, cfg=data, train=True, seed=0, epoch=epoch)
@@ -524,8 +594,15 @@ def test_real_loader_and_sermodel_resume_exactly(tmp_path, emosynth3):
     def run(out, fn):
         torch.manual_seed(0)
         model = SERModel(model_cfg, labels, languages)
-        t = Trainer(model, optim(epochs=2, lr=1e-3, checkpoint_every=2), loss_fn=fn, train_loader_factory=factory,
-                    steps_per_epoch=3, out_dir=out, extra_meta={"kind": "integration"})
+        t = Trainer(
+            model,
+            optim(epochs=2, lr=1e-3, checkpoint_every=2),
+            loss_fn=fn,
+            train_loader_factory=factory,
+            steps_per_epoch=3,
+            out_dir=out,
+            extra_meta={"kind": "integration"},
+        )
         t.fit()
         return t
 

@@ -13,15 +13,28 @@ from lakd.cli import app
 from lakd.config import ModelConfig
 from lakd.models.ser import SERModel
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-        "conv_dim": [16, 16, 16, 16], "conv_stride": [10, 4, 4, 2], "conv_kernel": [10, 8, 4, 4]}
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [16, 16, 16, 16],
+    "conv_stride": [10, 4, 4, 2],
+    "conv_kernel": [10, 8, 4, 4],
+}
 LABELS = ["anger", "happiness", "neutral", "sadness"]
 
 
 def _save(tmp_path, student: bool):
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone=dict(TINY), freeze_feature_encoder=False, language_embedding=student,
-                      hierarchical_attention=student, attention_depth=2, attention_dim=16)
+    cfg = ModelConfig(
+        backbone=dict(TINY),
+        freeze_feature_encoder=False,
+        language_embedding=student,
+        hierarchical_attention=student,
+        attention_depth=2,
+        attention_dim=16,
+    )
     model = SERModel(cfg, LABELS, ["en", "fi"])
     return model, model.save_pretrained(tmp_path / ("student" if student else "teacher"))
 

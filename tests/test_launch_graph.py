@@ -28,6 +28,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # ----------------------------------------------------------------------------------- stand-in recipes
 
+
 def _note(cfg, line: str) -> None:
     with open(Path(cfg.run_dir) / "calls.log", "a") as f:
         f.write(line + "\n")
@@ -69,8 +70,13 @@ def fake_evaluate(cfg, checkpoint_dir):
     return {"metrics": {"overall": {"ua": 0.5, "wa": 0.625}, "mean_ua": 0.5}, "predictions": {"y_true": [0, 1]}}
 
 
-RECIPES = {"shards": fake_prepare, "teachers": fake_teacher, "cache": fake_cache, "student": fake_student,
-           "evaluate": fake_evaluate}
+RECIPES = {
+    "shards": fake_prepare,
+    "teachers": fake_teacher,
+    "cache": fake_cache,
+    "student": fake_student,
+    "evaluate": fake_evaluate,
+}
 
 
 def calls(run_dir: Path) -> list[str]:
@@ -87,11 +93,16 @@ def small_cfg(**changes) -> Config:
 
 # ------------------------------------------------------------------------------------------ the graph
 
+
 def test_graph_stages_order_and_inputs(tmp_path):
     cfg = small_cfg()
     names = [(s.name, s.items, s.after) for s in build_graph(cfg, tmp_path)]
-    assert names == [("teachers", ("en", "fi", "fr"), ()), ("cache", (), ("teachers",)),
-                     ("student", (), ("teachers", "cache")), ("evaluate", (), ("student",))]
+    assert names == [
+        ("teachers", ("en", "fi", "fr"), ()),
+        ("cache", (), ("teachers",)),
+        ("student", (), ("teachers", "cache")),
+        ("evaluate", (), ("student",)),
+    ]
     cfg.distill.use_cache = False  # students that run the teachers themselves need no cache stage
     assert [s.name for s in build_graph(cfg, tmp_path)] == ["teachers", "student", "evaluate"]
     assert build_graph(cfg, tmp_path)[1].after == ("teachers",)
@@ -110,9 +121,11 @@ def test_graph_shards_only_when_synthesizing_missing_data(tmp_path):
 
 def test_stage_resources_default_alias_and_errors():
     cfg = small_cfg()
-    cfg.launch.resources = {"default": {"partition": "gpu", "account": "lab", "time_min": 30},
-                            "teacher": {"gpus": 1, "cpus": 8, "mem_gb": 32},  # alias used by built-in configs
-                            "student": {"gpus": 4, "time_min": 600, "setup": ["module load cuda"]}}
+    cfg.launch.resources = {
+        "default": {"partition": "gpu", "account": "lab", "time_min": 30},
+        "teacher": {"gpus": 1, "cpus": 8, "mem_gb": 32},  # alias used by built-in configs
+        "student": {"gpus": 4, "time_min": 600, "setup": ["module load cuda"]},
+    }
     t = stage_resources(cfg, "teachers")
     assert (t.gpus, t.cpus, t.mem_gb, t.partition, t.account, t.time_min) == (1, 8, 32.0, "gpu", "lab", 30)
     s = stage_resources(cfg, "student")
@@ -137,13 +150,37 @@ def test_executor_kind_is_never_auto_picked(tmp_path):
 
 @pytest.mark.skipif(shutil.which("srun") is None, reason="needs srun on PATH to build a SLURM executor")
 def test_slurm_executor_maps_stage_resources(tmp_path):
-    res = StageResources(gpus=2, cpus=6, mem_gb=16, time_min=120, nodes=2, tasks_per_node=2, partition="gpu",
-                         account="lab", qos="high", constraint="a100", setup=["module load cuda/12"])
+    res = StageResources(
+        gpus=2,
+        cpus=6,
+        mem_gb=16,
+        time_min=120,
+        nodes=2,
+        tasks_per_node=2,
+        partition="gpu",
+        account="lab",
+        qos="high",
+        constraint="a100",
+        setup=["module load cuda/12"],
+    )
     ex = make_executor("slurm", tmp_path / "%j", res, "t-student", dependency="afterok:41:42")
     text = ex._executor._make_submission_file_text("CMD", "uid")
-    for flag in ("--gpus-per-node=2", "--cpus-per-task=6", "--mem=16GB", "--time=120", "--nodes=2",
-                 "--ntasks-per-node=2", "--partition=gpu", "--account=lab", "--qos=high", "--constraint=a100",
-                 "--dependency=afterok:41:42", "--job-name=t-student", "--requeue", "--signal=USR2@90"):
+    for flag in (
+        "--gpus-per-node=2",
+        "--cpus-per-task=6",
+        "--mem=16GB",
+        "--time=120",
+        "--nodes=2",
+        "--ntasks-per-node=2",
+        "--partition=gpu",
+        "--account=lab",
+        "--qos=high",
+        "--constraint=a100",
+        "--dependency=afterok:41:42",
+        "--job-name=t-student",
+        "--requeue",
+        "--signal=USR2@90",
+    ):
         assert f"#SBATCH {flag}\n" in text, flag
     assert "module load cuda/12" in text and "export PYTHONPATH=" in text
     cpu_only = make_executor("slurm", tmp_path / "%j", StageResources(time_min=1), "x")
@@ -153,11 +190,19 @@ def test_slurm_executor_maps_stage_resources(tmp_path):
 
 # ---------------------------------------------------------------------------------------- running it
 
+
 def test_debug_executor_runs_the_graph_in_order(tmp_path):
     run = tmp_path / "run"
     summary = launch(small_cfg(synth={"x": 1}), run, executor="debug", recipes=RECIPES)
-    assert calls(run) == ["shards", "teacher en", "teacher fi", "teacher fr",
-                          "cache en=en,fi=fi,fr=fr", "student 3 cache", "evaluate student"]
+    assert calls(run) == [
+        "shards",
+        "teacher en",
+        "teacher fi",
+        "teacher fr",
+        "cache en=en,fi=fi,fr=fr",
+        "student 3 cache",
+        "evaluate student",
+    ]
     out = summary["outputs"]
     assert out["teachers"] == {l: str(run / "teachers" / l / "best") for l in ("en", "fi", "fr")}
     assert out["evaluate"] == {"metrics": {"overall": {"ua": 0.5, "wa": 0.625}, "mean_ua": 0.5}}  # no predictions
@@ -232,8 +277,11 @@ def test_local_executor_failure_names_stage_and_log(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "FAIL_en").write_text("")
-    with pytest.raises(LaunchError, match=r"teachers\[en\] failed \(job \d+\): RuntimeError: teacher en diverged "
-                                          r"\(log: .*_log.err\)"):
+    with pytest.raises(
+        LaunchError,
+        match=r"teachers\[en\] failed \(job \d+\): RuntimeError: teacher en diverged "
+        r"\(log: .*_log.err\)",
+    ):
         launch(small_cfg(languages=["en"]), run, executor="local", recipes=RECIPES)
     st = json.loads((unit_dir(run, "teachers", "en") / "state.json").read_text())
     assert st["state"] == "failed" and "Traceback" in st["traceback"]
@@ -314,8 +362,10 @@ def test_last_metrics_keeps_the_latest_dev_values_and_skips_a_torn_line(tmp_path
     from lakd.launch.status import format_metrics, last_metrics
 
     p = tmp_path / "metrics.jsonl"
-    p.write_text('{"step": 10, "train/loss": 1.2}\n{"step": 20, "dev/ua": 0.55, "dev/wa": 0.6}\n'
-                 '{"event": "best", "step": 20}\n{"step": 30, "train/loss": 0.9}\n{"step": 40, "train/lo')
+    p.write_text(
+        '{"step": 10, "train/loss": 1.2}\n{"step": 20, "dev/ua": 0.55, "dev/wa": 0.6}\n'
+        '{"event": "best", "step": 20}\n{"step": 30, "train/loss": 0.9}\n{"step": 40, "train/lo'
+    )
     m = last_metrics(p)
     assert m == {"step": 30, "train/loss": 0.9, "dev/ua": 0.55, "dev/wa": 0.6}
     assert format_metrics(m) == "step=30 dev/ua=0.55 dev/wa=0.6 train/loss=0.9"

@@ -32,6 +32,7 @@ def _label_of(key):  # make_tone_corpus: sample i of a language has label i % 4
 
 # ----------------------------------------------------------------------------- audio
 
+
 def test_to_mono_16k_resamples_and_averages_channels():
     sr = 44_100
     t = np.arange(sr // 2) / sr
@@ -81,11 +82,13 @@ def test_decode_audio_reads_flac_and_wav_and_names_the_sample_on_error():
 
 # ----------------------------------------------------------------------------- batches
 
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """2 shards per language, 16 samples per language, 0.2-2 s at 16/22.05/44.1 kHz, mono and stereo."""
-    return make_tone_corpus(tmp_path_factory.mktemp("tones") / "train", {"en": 16, "fi": 16, "fr": 16},
-                            shard_size=8, seconds=(0.2, 2.0))
+    return make_tone_corpus(
+        tmp_path_factory.mktemp("tones") / "train", {"en": 16, "fi": 16, "fr": 16}, shard_size=8, seconds=(0.2, 2.0)
+    )
 
 
 def test_training_batches_follow_the_contract(corpus):
@@ -112,8 +115,12 @@ def test_training_batches_follow_the_contract(corpus):
 def test_random_crop_is_a_slice_of_the_audio_and_varies(tmp_path):
     ramp = np.sin(np.arange(48_000) / 50.0).astype(np.float32) * 0.5  # 3 s at 16 kHz, no resampling
     with ShardWriter(tmp_path, "en") as w:
-        w.write("long", {"emotion": "anger", "language": "en", "speaker": "s", "corpus": "c", "split": "train"},
-                audio=ramp, sample_rate=16_000)
+        w.write(
+            "long",
+            {"emotion": "anger", "language": "en", "speaker": "s", "corpus": "c", "split": "train"},
+            audio=ramp,
+            sample_rate=16_000,
+        )
     [(_, members)] = list(iter_tar_samples(tmp_path / "en-000000.tar"))
     original = sf.read(io.BytesIO(members["flac"]), dtype="float32")[0]  # as stored (16-bit)
     cfg = replace(FAST, epoch_samples=6, batch_size=1, bucket=False)
@@ -121,8 +128,9 @@ def test_random_crop_is_a_slice_of_the_audio_and_varies(tmp_path):
     for b in build_loader(tmp_path, LABELS, ["en"], cfg=cfg, train=True):
         crop = b["input_values"][0].numpy()
         assert crop.size == 16_000
-        matches = [s for s in np.flatnonzero(original[:32_001] == crop[0])
-                   if np.array_equal(original[s:s + 16_000], crop)]
+        matches = [
+            s for s in np.flatnonzero(original[:32_001] == crop[0]) if np.array_equal(original[s : s + 16_000], crop)
+        ]
         assert matches, "crop is not a contiguous slice of the stored audio"
         starts.add(int(matches[0]))
     assert len(starts) > 1
@@ -130,10 +138,15 @@ def test_random_crop_is_a_slice_of_the_audio_and_varies(tmp_path):
 
 def test_eval_truncates_generously_and_can_keep_full_length(corpus):
     cfg = replace(FAST, max_seconds=0.5)
-    lengths = [int(n) for b in build_loader(corpus, LABELS, LANGS, cfg=cfg, train=False) for n in b["attention_mask"].sum(1)]
+    lengths = [
+        int(n) for b in build_loader(corpus, LABELS, LANGS, cfg=cfg, train=False) for n in b["attention_mask"].sum(1)
+    ]
     assert max(lengths) == 16_000 and len(lengths) == 48  # 2 x max_seconds
-    full = [int(n) for b in build_loader(corpus, LABELS, LANGS, cfg=cfg, train=False, eval_max_seconds=0)
-            for n in b["attention_mask"].sum(1)]
+    full = [
+        int(n)
+        for b in build_loader(corpus, LABELS, LANGS, cfg=cfg, train=False, eval_max_seconds=0)
+        for n in b["attention_mask"].sum(1)
+    ]
     assert max(full) > 16_000 and sum(full) > sum(lengths)
 
 
@@ -155,26 +168,37 @@ def test_bucketing_cuts_padding(corpus):
 
 # ----------------------------------------------------------------------------- language mixing
 
+
 @pytest.fixture(scope="module")
 def skewed(tmp_path_factory):
-    return make_tone_corpus(tmp_path_factory.mktemp("skewed") / "train", {"en": 96, "fi": 16},
-                            shard_size=16, seconds=(0.1, 0.15), sample_rates=(16_000,), channels=(1,))
+    return make_tone_corpus(
+        tmp_path_factory.mktemp("skewed") / "train",
+        {"en": 96, "fi": 16},
+        shard_size=16,
+        seconds=(0.1, 0.15),
+        sample_rates=(16_000,),
+        channels=(1,),
+    )
 
 
-@pytest.mark.parametrize("alpha,expected", [(1.0, 16 / 112), (0.5, 4 / (4 + 96 ** 0.5)), (0.0, 0.5)])
+@pytest.mark.parametrize("alpha,expected", [(1.0, 16 / 112), (0.5, 4 / (4 + 96**0.5)), (0.0, 0.5)])
 def test_temperature_sampling_sets_language_shares(skewed, alpha, expected):
     cfg = replace(FAST, language_alpha=alpha, epoch_samples=400, batch_size=16, shuffle_buffer=8)
-    shares = Counter(lang for b in build_loader(skewed, LABELS, ["en", "fi"], cfg=cfg, train=True) for lang in b["languages"])
+    shares = Counter(
+        lang for b in build_loader(skewed, LABELS, ["en", "fi"], cfg=cfg, train=True) for lang in b["languages"]
+    )
     assert sum(shares.values()) == 400
     assert shares["fi"] / 400 == pytest.approx(expected, abs=0.06)
 
 
 # ----------------------------------------------------------------------------- ranks and workers
 
+
 @pytest.mark.parametrize("shards_per_language", [4, 1])  # 12 shards: split by shard; 3 shards < 4 readers: by sample
 def test_eval_reads_every_sample_exactly_once_across_ranks_and_workers(tmp_path, shards_per_language):
-    data = make_tone_corpus(tmp_path / "dev", {"en": 12, "fi": 12, "fr": 12}, shard_size=12 // shards_per_language,
-                            seconds=(0.1, 0.2))
+    data = make_tone_corpus(
+        tmp_path / "dev", {"en": 12, "fi": 12, "fr": 12}, shard_size=12 // shards_per_language, seconds=(0.1, 0.2)
+    )
     cfg = replace(FAST, num_workers=2, eval_batch_size=5)
     seen = []
     for rank in (0, 1):
@@ -229,6 +253,7 @@ def test_worker_quota_gives_whole_batches_and_one_partial():
 
 # ----------------------------------------------------------------------------- determinism and options
 
+
 def _run(data, **kw):
     cfg = replace(FAST, epoch_samples=24, **kw.pop("cfg", {}))
     return [(b["keys"], b["input_values"]) for b in build_loader(data, LABELS, LANGS, cfg=cfg, train=True, **kw)]
@@ -248,8 +273,9 @@ def test_each_pass_is_the_next_epoch(corpus):
     loader = build_loader(corpus, LABELS, LANGS, cfg=replace(FAST, epoch_samples=24), train=True, seed=1)
     first, second = _keys(loader), _keys(loader)
     assert first != second
-    assert second == _keys(build_loader(corpus, LABELS, LANGS, cfg=replace(FAST, epoch_samples=24), train=True,
-                                        seed=1, epoch=1))
+    assert second == _keys(
+        build_loader(corpus, LABELS, LANGS, cfg=replace(FAST, epoch_samples=24), train=True, seed=1, epoch=1)
+    )
     loader.set_epoch(0)
     assert _keys(loader) == first
 

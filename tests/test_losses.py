@@ -9,8 +9,7 @@ from lakd.distill.losses import EmbeddingProjections, distillation_loss, route_m
 
 LANGS = ["en", "fi", "fr"]
 STUDENT = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
-TEACHERS = torch.tensor([[[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]],
-                         [[-1.0, 2.0, 0.5], [0.3, 0.3, -2.0]]])  # [K=2, B=2, C=3]
+TEACHERS = torch.tensor([[[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]], [[-1.0, 2.0, 0.5], [0.3, 0.3, -2.0]]])  # [K=2, B=2, C=3]
 LABELS = torch.tensor([0, 2])
 
 
@@ -21,7 +20,9 @@ def np_softmax(z):
 
 def test_kl_term_matches_hand_computation_with_t_squared():
     T, w = 2.0, np.array([[0.25, 0.75], [1.0, 0.0]])
-    out = distillation_loss(STUDENT, TEACHERS, LABELS, torch.tensor(w, dtype=torch.float32), temperature=T, kd_weight=0.4)
+    out = distillation_loss(
+        STUDENT, TEACHERS, LABELS, torch.tensor(w, dtype=torch.float32), temperature=T, kd_weight=0.4
+    )
     s, t = STUDENT.numpy().astype(np.float64), TEACHERS.numpy().astype(np.float64)
     ps, pt = np_softmax(s / T), np_softmax(t / T)
     kl = (pt * (np.log(pt) - np.log(ps)[None])).sum(-1)  # [K, B], summed over classes (not averaged)
@@ -59,7 +60,9 @@ def test_gradient_reaches_student_only():
 
 def test_route_picks_the_samples_own_teacher_and_falls_back_to_uniform():
     t_langs = ["en", "fi"]  # no teacher for fr
-    w = teacher_weights("route", STUDENT.repeat(2, 1), TEACHERS.repeat(1, 2, 1), torch.tensor([1, 0, 2, -1]), t_langs, LANGS)
+    w = teacher_weights(
+        "route", STUDENT.repeat(2, 1), TEACHERS.repeat(1, 2, 1), torch.tensor([1, 0, 2, -1]), t_langs, LANGS
+    )
     assert w.tolist() == [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.5, 0.5]]
     table = route_matrix(["en", "en", "fi"], LANGS)  # two teachers of one language share its samples
     assert table.tolist()[0] == [0.5, 0.5, 0.0] and table.shape == (4, 3)
@@ -93,14 +96,17 @@ def test_mean_is_uniform_and_bad_mode_is_an_error():
 def test_embedding_term():
     e = torch.randn(2, 4)
     w = torch.tensor([[0.3, 0.7], [0.5, 0.5]])
-    out = distillation_loss(STUDENT, TEACHERS, LABELS, w, 2.0, 0.5, student_embed=e, teacher_embeds=[e.clone(), e * 3],
-                            embed_weight=1.0)
+    out = distillation_loss(
+        STUDENT, TEACHERS, LABELS, w, 2.0, 0.5, student_embed=e, teacher_embeds=[e.clone(), e * 3], embed_weight=1.0
+    )
     assert abs(out["embed"].item()) < 1e-6  # identical directions: 1 - cos = 0
-    opposite = distillation_loss(STUDENT, TEACHERS, LABELS, w, 2.0, 0.5, student_embed=e, teacher_embeds=[-e, e],
-                                 embed_weight=0.1)
+    opposite = distillation_loss(
+        STUDENT, TEACHERS, LABELS, w, 2.0, 0.5, student_embed=e, teacher_embeds=[-e, e], embed_weight=0.1
+    )
     assert opposite["embed"].item() == pytest.approx(((0.3 * 2.0) + (0.5 * 2.0)) / 2, rel=1e-5)
-    assert opposite["loss"].item() == pytest.approx(0.5 * opposite["ce"].item() + 0.5 * opposite["kl"].item()
-                                                    + 0.1 * opposite["embed"].item(), rel=1e-5)
+    assert opposite["loss"].item() == pytest.approx(
+        0.5 * opposite["ce"].item() + 0.5 * opposite["kl"].item() + 0.1 * opposite["embed"].item(), rel=1e-5
+    )
 
 
 def test_embedding_projections_for_different_teacher_sizes():
@@ -108,13 +114,32 @@ def test_embedding_projections_for_different_teacher_sizes():
     proj = EmbeddingProjections(4, [4, 6])
     assert isinstance(proj[0], torch.nn.Identity) and proj[1].out_features == 6
     e = torch.randn(2, 4, requires_grad=True)
-    out = distillation_loss(STUDENT, TEACHERS, LABELS, torch.full((2, 2), 0.5), 2.0, 0.5, student_embed=e,
-                            teacher_embeds=[torch.randn(2, 4), torch.randn(2, 6)], embed_weight=1.0, projections=proj)
+    out = distillation_loss(
+        STUDENT,
+        TEACHERS,
+        LABELS,
+        torch.full((2, 2), 0.5),
+        2.0,
+        0.5,
+        student_embed=e,
+        teacher_embeds=[torch.randn(2, 4), torch.randn(2, 6)],
+        embed_weight=1.0,
+        projections=proj,
+    )
     out["loss"].backward()
     assert proj[1].weight.grad is not None and e.grad is not None
     with pytest.raises(ValueError, match="EmbeddingProjections"):
-        distillation_loss(STUDENT, TEACHERS, LABELS, torch.full((2, 2), 0.5), 2.0, 0.5, student_embed=e,
-                          teacher_embeds=[torch.randn(2, 4), torch.randn(2, 6)], embed_weight=1.0)
+        distillation_loss(
+            STUDENT,
+            TEACHERS,
+            LABELS,
+            torch.full((2, 2), 0.5),
+            2.0,
+            0.5,
+            student_embed=e,
+            teacher_embeds=[torch.randn(2, 4), torch.randn(2, 6)],
+            embed_weight=1.0,
+        )
 
 
 def test_shape_errors_are_clear():

@@ -83,12 +83,13 @@ def test_bootstrap_contains_point_and_narrows_with_sample_size():
 
 def test_speaker_clustered_bootstrap_is_wider_when_speakers_differ():
     # 20 speakers with very different accuracies: utterances within a speaker are correlated
-    rng = np.random.default_rng(0)
     y, p, spk = [], [], []
     for s in range(20):
         acc = 0.95 if s % 2 else 0.35
         ys, ps = _noisy_predictions(50, acc, seed=100 + s)
-        y += ys.tolist(); p += ps.tolist(); spk += [f"spk{s}"] * 50
+        y += ys.tolist()
+        p += ps.tolist()
+        spk += [f"spk{s}"] * 50
     plain = bootstrap_ci(y, p, "wa", n=500, seed=0)
     clustered = bootstrap_ci(y, p, "wa", n=500, seed=0, clusters=spk)
     assert clustered["clustered"] and not plain["clustered"]
@@ -100,8 +101,14 @@ def test_speaker_clustered_bootstrap_is_wider_when_speakers_differ():
 def test_report_files(tmp_path):
     y, p = _noisy_predictions(60, 0.7, seed=4)
     langs = ["en"] * 30 + ["fi"] * 30
-    pred = {"y_true": y.tolist(), "y_pred": p.tolist(), "languages": langs, "keys": [f"k{i}" for i in range(60)],
-            "speakers": [f"s{i % 6}" for i in range(60)], "probs": np.full((60, 4), 0.25)}
+    pred = {
+        "y_true": y.tolist(),
+        "y_pred": p.tolist(),
+        "languages": langs,
+        "keys": [f"k{i}" for i in range(60)],
+        "speakers": [f"s{i % 6}" for i in range(60)],
+        "probs": np.full((60, 4), 0.25),
+    }
     report = build_report(pred, LABELS, n_bootstrap=50, seed=0, title="unit test")
     assert report["bootstrap"]["unit"] == "speaker"
     files = write_report(report, tmp_path / "rep")

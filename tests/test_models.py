@@ -19,8 +19,15 @@ HF_CLASSES = {"wav2vec2": Wav2Vec2Model, "hubert": HubertModel, "wavlm": WavLMMo
 
 
 def tiny_cfg(student: bool = False, family: str = "wav2vec2", **kw) -> ModelConfig:
-    return ModelConfig(family=family, backbone=dict(TINY), language_embedding=student, hierarchical_attention=student,
-                       attention_depth=2, attention_dim=16, **kw)
+    return ModelConfig(
+        family=family,
+        backbone=dict(TINY),
+        language_embedding=student,
+        hierarchical_attention=student,
+        attention_depth=2,
+        attention_dim=16,
+        **kw,
+    )
 
 
 def make_model(student: bool = False, family: str = "wav2vec2", seed: int = 0, **kw) -> SERModel:
@@ -42,6 +49,7 @@ def padded_pair(n_short: int = 7000, n_long: int = 12000):
 
 
 # ----------------------------------------------------------------------------- backbone
+
 
 @pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm"])
 def test_build_backbone_random_init_all_families(family):
@@ -97,6 +105,7 @@ def test_frame_mask_matches_transformers_and_handles_tiny_inputs():
 
 # ----------------------------------------------------------------------------- pooling
 
+
 def test_masked_mean_ignores_padding():
     x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     mask = torch.tensor([[True, True, False]])
@@ -135,6 +144,7 @@ def test_hierarchical_pool_depth_one_is_a_single_attention_pool():
 
 
 # ----------------------------------------------------------------------------- SERModel
+
 
 @pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # inside transformers' WavLM
 @pytest.mark.parametrize("student,family", [(False, "wav2vec2"), (True, "wav2vec2"), (True, "hubert"), (True, "wavlm")])
@@ -184,8 +194,9 @@ def test_language_projection_starts_at_zero_so_pretrained_features_are_unchanged
         b = m(x, language_ids=torch.tensor([2, -1])).logits
         assert torch.allclose(a, b)
         torch.nn.init.normal_(m.language_projection.weight, std=0.5)  # once learned, the frames carry the language
-        assert not torch.allclose(m(x, language_ids=torch.tensor([0, 1])).logits,
-                                  m(x, language_ids=torch.tensor([2, -1])).logits, atol=1e-4)
+        assert not torch.allclose(
+            m(x, language_ids=torch.tensor([0, 1])).logits, m(x, language_ids=torch.tensor([2, -1])).logits, atol=1e-4
+        )
 
 
 def test_training_step_reaches_student_parts():
@@ -193,8 +204,14 @@ def test_training_step_reaches_student_parts():
     short, x, mask = padded_pair(9000, 16000)
     out = m(x, mask, torch.tensor([0, 2]))
     torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 3])).backward()
-    for name in ("language_embedding.weight", "language_projection.weight", "pool.layer_pool.key.weight",
-                 "pool.frame_pools.0.score.weight", "head.weight", "backbone.encoder.layers.0.feed_forward.output_dense.weight"):
+    for name in (
+        "language_embedding.weight",
+        "language_projection.weight",
+        "pool.layer_pool.key.weight",
+        "pool.frame_pools.0.score.weight",
+        "head.weight",
+        "backbone.encoder.layers.0.feed_forward.output_dense.weight",
+    ):
         grad = dict(m.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -229,7 +246,12 @@ def test_save_and_load_round_trip(tmp_path):
     m.save_pretrained(target, extra_meta={"data_fingerprint": "abc"})
     m.save_pretrained(target, extra_meta={"data_fingerprint": "abc", "again": True})  # overwrite in place
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp or backup dirs left
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "lakd.json", "lakd_head.safetensors", "model.safetensors"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "config.json",
+        "lakd.json",
+        "lakd_head.safetensors",
+        "model.safetensors",
+    ]
     meta = json.loads((target / "lakd.json").read_text())
     assert meta["labels"] == LABELS and meta["languages"] == LANGS and meta["meta"]["again"] is True
     assert meta["model"]["attention_depth"] == 2

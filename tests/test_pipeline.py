@@ -2,7 +2,6 @@
 evaluate CLI, on a small synthesized corpus with tiny models. Slow (minutes), so marked `slow`."""
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,8 +9,13 @@ from typer.testing import CliRunner
 from lakd.cli import app
 
 TINY_RUN = [
-    "synth.speakers_per_language=3", "synth.utterances_per_speaker=8", "synth.splits={train: 1, dev: 1, test: 1}",
-    "teacher_optim.epochs=1", "student_optim.epochs=1", "wandb.mode=offline", "threads=1",
+    "synth.speakers_per_language=3",
+    "synth.utterances_per_speaker=8",
+    "synth.splits={train: 1, dev: 1, test: 1}",
+    "teacher_optim.epochs=1",
+    "student_optim.epochs=1",
+    "wandb.mode=offline",
+    "threads=1",
 ]
 LANGS = ["en", "fi", "fr"]
 
@@ -70,8 +74,20 @@ def test_relaunch_skips_finished_stages_and_status_reports_done(demo_run):
 def test_evaluate_cli_writes_reports(demo_run, tmp_path):
     run_dir, _ = demo_run
     out = tmp_path / "eval"
-    res = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(run_dir / "student" / "best"),
-                                   "--shards", str(run_dir / "data" / "test"), "--out", str(out), "--bootstrap", "200"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run_dir / "student" / "best"),
+            "--shards",
+            str(run_dir / "data" / "test"),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "200",
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
     overall = metrics["metrics"]["overall"]

@@ -12,8 +12,15 @@ import soundfile as sf
 from rich.console import Console
 
 from lakd.data.inspect import inspect_shards, print_inspection
-from lakd.data.shards import (ShardFormatError, ShardWriter, expand_urls, iter_tar_samples, read_index,
-                              sha256_file, write_index)
+from lakd.data.shards import (
+    ShardFormatError,
+    ShardWriter,
+    expand_urls,
+    iter_tar_samples,
+    read_index,
+    sha256_file,
+    write_index,
+)
 
 
 def _meta(lang="en", emotion="anger", speaker="en_spk01"):
@@ -34,7 +41,11 @@ def test_round_trip_keeps_audio_and_metadata(tmp_path):
     [(key_a, a), (key_b, b)] = list(iter_tar_samples(tmp_path / "en-000000.tar"))
     assert (key_a, key_b) == ("utt_a", "utt_b")
     meta = json.loads(a["json"])
-    assert meta["emotion"] == "anger" and meta["sample_rate"] == 22_050 and meta["duration"] == pytest.approx(0.5, abs=1e-3)
+    assert (
+        meta["emotion"] == "anger"
+        and meta["sample_rate"] == 22_050
+        and meta["duration"] == pytest.approx(0.5, abs=1e-3)
+    )
     decoded, sr = sf.read(io.BytesIO(a["flac"]), dtype="float32", always_2d=True)
     assert sr == 22_050 and decoded.shape == audio.shape
     assert np.abs(decoded - audio).max() < 1e-3  # 16-bit FLAC
@@ -77,7 +88,9 @@ def test_writer_rejects_duplicates_and_missing_fields_and_leaves_no_partial_shar
     assert not list(tmp_path.glob("*.tar")) and not list(tmp_path.glob("*.tmp"))
     with pytest.raises(ShardFormatError, match="speaker"):
         with ShardWriter(tmp_path, "en") as w:
-            w.write("k", {"emotion": "anger", "language": "en", "corpus": "c", "split": "train"}, audio=_tone(0.1, 16_000))
+            w.write(
+                "k", {"emotion": "anger", "language": "en", "corpus": "c", "split": "train"}, audio=_tone(0.1, 16_000)
+            )
 
 
 @pytest.fixture
@@ -113,8 +126,12 @@ def test_inspect_counts_speakers_and_durations(tmp_path):
     with ShardWriter(tmp_path, "mix", max_count=4) as w:
         for i in range(6):
             lang = "en" if i < 4 else "fr"
-            w.write(f"s{i}", _meta(lang, ["anger", "sadness"][i % 2], f"{lang}_spk{i % 2}"),
-                    audio=_tone(0.25, 44_100, channels=2), sample_rate=44_100)
+            w.write(
+                f"s{i}",
+                _meta(lang, ["anger", "sadness"][i % 2], f"{lang}_spk{i % 2}"),
+                audio=_tone(0.25, 44_100, channels=2),
+                sample_rate=44_100,
+            )
     report = inspect_shards(tmp_path)
     assert report["num_shards"] == 2 and report["num_samples"] == 6
     assert report["counts"] == {"en": {"anger": 2, "sadness": 2}, "fr": {"anger": 1, "sadness": 1}}

@@ -89,23 +89,22 @@ def finished(job_id: str) -> bool:
 
 # ----------------------------------------------------------------------------------- the cluster itself
 
+
 def test_srun_runs_two_tasks():
     out = sh("srun", "-n2", "-t", "1", "bash", "-c", "echo task=$SLURM_PROCID of $SLURM_NTASKS")
     assert sorted(out.split("\n")[:2]) == ["task=0 of 2", "task=1 of 2"]
 
 
 def test_array_dependency_cancel_and_sacct(tmp_path):
-    arr = sbatch("--array=0-2", "-t", "1", "-o", "arr_%a.out", "--wrap", "echo item=$SLURM_ARRAY_TASK_ID",
-                 cwd=tmp_path)
-    join = sbatch(f"--dependency=afterok:{arr}", "-t", "1", "-o", "join.out", "--wrap", "cat arr_*.out",
-                  cwd=tmp_path)
+    arr = sbatch("--array=0-2", "-t", "1", "-o", "arr_%a.out", "--wrap", "echo item=$SLURM_ARRAY_TASK_ID", cwd=tmp_path)
+    join = sbatch(f"--dependency=afterok:{arr}", "-t", "1", "-o", "join.out", "--wrap", "cat arr_*.out", cwd=tmp_path)
     bad = sbatch("-t", "1", "--wrap", "exit 3", cwd=tmp_path)
     never = sbatch(f"--dependency=afterok:{bad}", "-t", "1", "--wrap", "touch never", cwd=tmp_path)
     sleeper = sbatch("-t", "5", "--wrap", "sleep 300", cwd=tmp_path)
     wait_until(lambda: job_states(sleeper) == ["RUNNING"], 60, "the sleeper to run")
     sh("scancel", sleeper)
     for j in (arr, join, bad, never, sleeper):
-        wait_until(lambda: finished(j), 90, f"job {j} to end")
+        wait_until(lambda j=j: finished(j), 90, f"job {j} to end")
     assert (tmp_path / "join.out").read_text().split() == ["item=0", "item=1", "item=2"]
     assert job_states(arr) == ["COMPLETED"] * 3 and job_states(join) == ["COMPLETED"]
     assert job_states(bad) == ["FAILED"]
@@ -115,15 +114,20 @@ def test_array_dependency_cancel_and_sacct(tmp_path):
 
 def test_scontrol_requeue_restarts_a_batch_job(tmp_path):
     script = tmp_path / "count.sh"
-    script.write_text(textwrap.dedent("""\
+    script.write_text(
+        textwrap.dedent("""\
         #!/bin/bash
         n=$(cat progress 2>/dev/null || echo 0)
         echo "start=$n restart=${SLURM_RESTART_COUNT:-0}" >> starts
         while [ $n -lt 30 ]; do n=$((n+1)); echo $n > progress.tmp; mv progress.tmp progress; sleep 0.2; done
-        """))
+        """)
+    )
     job = sbatch("-t", "2", "-o", "out.log", str(script), cwd=tmp_path)
-    wait_until(lambda: (tmp_path / "progress").exists() and int((tmp_path / "progress").read_text()) >= 5, 60,
-               "the job to count")
+    wait_until(
+        lambda: (tmp_path / "progress").exists() and int((tmp_path / "progress").read_text()) >= 5,
+        60,
+        "the job to count",
+    )
     sh("scontrol", "requeue", job)
     wait_until(lambda: finished(job), 120, "the requeued job to finish")
     starts = (tmp_path / "starts").read_text().split("\n")
@@ -134,6 +138,7 @@ def test_scontrol_requeue_restarts_a_batch_job(tmp_path):
 
 
 # ------------------------------------------------------------------------------- the job graph on SLURM
+
 
 def _note(cfg, line: str) -> None:
     with open(Path(cfg.run_dir) / "calls.log", "a") as f:
@@ -240,14 +245,17 @@ def test_wait_raises_with_the_failed_stage_and_cancels_what_needs_it(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "FAIL_en").write_text("")
-    with pytest.raises(LaunchError, match=r"^stage teachers\[en\] failed \(job \d+_0\): RuntimeError: teacher en "
-                                          r"diverged \(log: .*_log.err\)$"):
+    with pytest.raises(
+        LaunchError,
+        match=r"^stage teachers\[en\] failed \(job \d+_0\): RuntimeError: teacher en "
+        r"diverged \(log: .*_log.err\)$",
+    ):
         launch(small_cfg(), run, executor="slurm", recipes=RECIPES, poll_s=1)
     assert _state(run, "teachers", "fi")["state"] == _state(run, "teachers", "fr")["state"] == "done"
     for stage in ("cache", "student", "evaluate"):
         st = _state(run, stage)
         assert st["state"] == "failed" and st["error"] == "cancelled: it needs teachers, which failed", stage
-        wait_until(lambda: finished(st["job_id"]), 60, f"{stage} to be cancelled")
+        wait_until(lambda st=st: finished(st["job_id"]), 60, f"{stage} to be cancelled")
         assert job_states(st["job_id"]) == ["CANCELLED"]
 
 
@@ -258,8 +266,12 @@ def test_relaunch_refuses_while_the_graph_is_queued(tmp_path):
     first = launch(small_cfg(["en"]), run, executor="slurm", wait=False, recipes=RECIPES)
     with pytest.raises(LaunchError, match=r"still queued or running on SLURM: teachers\[en\] \(job \d+\), cache"):
         launch(small_cfg(["en"]), run, executor="slurm", wait=False, recipes=RECIPES)
-    rows = wait_until(lambda: (lambda r: r if all(x["state"] == "done" for x in r) else None)(stage_status(run)),
-                      90, "the first graph to finish", every=1)
+    rows = wait_until(
+        lambda: (lambda r: r if all(x["state"] == "done" for x in r) else None)(stage_status(run)),
+        90,
+        "the first graph to finish",
+        every=1,
+    )
     assert [r["job_id"] for r in rows] == [first["jobs"][s][0] for s in ("teachers", "cache", "student", "evaluate")]
     assert len(calls(run)) == 4
 
@@ -375,12 +387,13 @@ def test_time_limit_signal_makes_the_training_loop_save_and_the_job_resume(tmp_p
 
 # ------------------------------------------------------------------------------ a driver inside a job
 
+
 def test_distill_sh_finds_the_checkout_and_runs_the_cli(tmp_path):
     """Under sbatch the script runs from a spool copy: it must still find the repo and its venv."""
     job = sbatch("-o", "driver.out", str(REPO / "slurm" / "distill.sh"), "no-such-config.yaml", cwd=tmp_path)
     wait_until(lambda: finished(job), 60, "the driver job")
     out = (tmp_path / "driver.out").read_text()
-    assert f"[distill.sh]" in out and f"(python: {REPO}/.venv/bin/python)" in out, out
+    assert "[distill.sh]" in out and f"(python: {REPO}/.venv/bin/python)" in out, out
     assert "no-such-config.yaml" in out and "not found" in out, out  # the CLI ran and named the problem
     assert job_states(job) == ["FAILED"]
 
@@ -404,7 +417,8 @@ def test_driver_job_submits_the_graph_from_a_compute_node(tmp_path):
     """What slurm/distill.sh does: a small job that submits the stages (sbatch inside an allocation)."""
     run = tmp_path / "run"
     driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent(f"""\
+    driver.write_text(
+        textwrap.dedent(f"""\
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
@@ -427,7 +441,8 @@ def test_driver_job_submits_the_graph_from_a_compute_node(tmp_path):
         cfg.launch.resources = {{"default": {{"mem_gb": 0.5, "time_min": 5}}}}
         print(launch(cfg, {str(run)!r}, executor="slurm", wait=False,
                      recipes=dict(teachers=teacher, cache=cache, student=student, evaluate=evaluate)))
-        """))
+        """)
+    )
     drv = sbatch("-t", "5", "--mem=1G", "-o", "driver.out", "--wrap", f"{sys.executable} {driver}", cwd=tmp_path)
     wait_until(lambda: finished(drv), 60, "the driver job")
     assert job_states(drv) == ["COMPLETED"], (tmp_path / "driver.out").read_text()
@@ -444,9 +459,16 @@ def test_driver_job_submits_the_graph_from_a_compute_node(tmp_path):
 # ----------------------------------------------------------------------------------- the real pipeline
 # `sbatch slurm/distill.sh tiny` end to end: synthesized shards, a teacher job array, the teacher cache, the
 # student and its evaluation - every stage a SLURM job chained with afterok - then the results are checked.
-TINY_PIPELINE = ["synth.speakers_per_language=3", "synth.utterances_per_speaker=8", "synth.splits={train: 1, dev: 1, test: 1}",
-        "teacher_optim.epochs=1", "student_optim.epochs=1", "wandb.mode=offline", "threads=1",
-        "launch.resources.default={cpus: 1, mem_gb: 3, time_min: 20}"]
+TINY_PIPELINE = [
+    "synth.speakers_per_language=3",
+    "synth.utterances_per_speaker=8",
+    "synth.splits={train: 1, dev: 1, test: 1}",
+    "teacher_optim.epochs=1",
+    "student_optim.epochs=1",
+    "wandb.mode=offline",
+    "threads=1",
+    "launch.resources.default={cpus: 1, mem_gb: 3, time_min: 20}",
+]
 
 
 def test_sbatch_distill_sh_runs_the_tiny_pipeline(tmp_path):

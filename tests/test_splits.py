@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 
 from lakd.data.shards import ShardWriter
-from lakd.data.splits import (SplitLeakError, assign_speaker_splits, check_shard_dirs, contiguous_folds,
-                              fold_assignment, leave_one_group_out, natural_sorted, resolve_split_sizes,
-                              validate_speaker_splits)
+from lakd.data.splits import (
+    SplitLeakError,
+    assign_speaker_splits,
+    check_shard_dirs,
+    contiguous_folds,
+    fold_assignment,
+    leave_one_group_out,
+    natural_sorted,
+    resolve_split_sizes,
+    validate_speaker_splits,
+)
 
 
 def test_resolve_split_sizes_counts_and_fractions():
@@ -18,12 +26,15 @@ def test_resolve_split_sizes_counts_and_fractions():
     assert sum(sizes.values()) == 17 and sizes["train"] == 12
 
 
-@pytest.mark.parametrize("spec, match", [
-    ({"train": 4, "dev": 1}, "sum to 5, but there are 6"),
-    ({"train": 0.5, "dev": 0.2, "test": 0.2}, "sum to 0.9"),
-    ({"train": 4, "dev": 0.5}, "mix counts and fractions"),
-    ({"train": -1, "dev": 7}, "non-negative"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"train": 4, "dev": 1}, "sum to 5, but there are 6"),
+        ({"train": 0.5, "dev": 0.2, "test": 0.2}, "sum to 0.9"),
+        ({"train": 4, "dev": 0.5}, "mix counts and fractions"),
+        ({"train": -1, "dev": 7}, "non-negative"),
+    ],
+)
 def test_resolve_split_sizes_errors(spec, match):
     with pytest.raises(SplitLeakError, match=match):
         resolve_split_sizes(6, spec)
@@ -81,8 +92,12 @@ def test_check_shard_dirs_reads_index_files(tmp_path):
     def write(split, speakers):
         with ShardWriter(tmp_path / split, prefix="en") as w:
             for i, spk in enumerate(speakers):
-                w.write(f"{split}_{i}", {"emotion": "neutral", "language": "en", "speaker": spk, "corpus": "t",
-                                         "split": split}, audio=np.zeros(160, np.float32))
+                w.write(
+                    f"{split}_{i}",
+                    {"emotion": "neutral", "language": "en", "speaker": spk, "corpus": "t", "split": split},
+                    audio=np.zeros(160, np.float32),
+                )
+
     write("train", ["a", "b"])
     write("dev", ["c"])
     write("test", ["d"])

@@ -13,8 +13,17 @@ import soundfile as sf
 
 from lakd.data.shards import iter_tar_samples, read_index, sha256_file
 from lakd.data.splits import check_shard_dirs
-from lakd.data.synth import (EspeakNotFoundError, UnknownLanguageError, check_languages, estimate_f0,
-                             load_sentences, open_engine, prosody_features, resample, synthesize_corpus)
+from lakd.data.synth import (
+    EspeakNotFoundError,
+    UnknownLanguageError,
+    check_languages,
+    estimate_f0,
+    load_sentences,
+    open_engine,
+    prosody_features,
+    resample,
+    synthesize_corpus,
+)
 
 HAVE_ESPEAK = bool(shutil.which("espeak-ng") or ctypes.util.find_library("espeak-ng"))
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install espeak-ng)")
@@ -36,13 +45,13 @@ def test_corpus_is_deterministic_speaker_independent_and_well_formed(tmp_path):
     kw = dict(languages=("en", "fi"), speakers_per_language=3, utterances_per_speaker=8, seed=7, shard_size=5)
     calls = []
     a = synthesize_corpus(tmp_path / "a", progress=lambda done, total: calls.append((done, total)), **kw)
-    b = synthesize_corpus(tmp_path / "b", workers=1, **kw)
+    synthesize_corpus(tmp_path / "b", workers=1, **kw)
     ha, hb = shard_hashes(tmp_path / "a"), shard_hashes(tmp_path / "b")
-    assert ha and ha == hb                       # same seed -> same bytes, whatever the worker count
+    assert ha and ha == hb  # same seed -> same bytes, whatever the worker count
     assert calls[-1] == (48, 48) and len(calls) == 48
     assert a["num_samples"] == 48 and set(a["splits"]) == {"train", "dev", "test"}
     assert {p.split("/")[1].rsplit("-", 1)[0] for p in ha} == {"en", "fi"}
-    assert "train/en-000001.tar" in ha          # shard_size=5 -> 8 train utterances per language use 2 shards
+    assert "train/en-000001.tar" in ha  # shard_size=5 -> 8 train utterances per language use 2 shards
 
     speakers = check_shard_dirs(tmp_path / "a")  # raises if a speaker is in two splits
     assert all(len(v) == 2 for v in speakers.values())  # one speaker per language per split
@@ -59,7 +68,7 @@ def test_corpus_is_deterministic_speaker_independent_and_well_formed(tmp_path):
     assert meta["voice"].startswith(meta["language"] + "+")
     assert set(meta["prosody"]) >= {"pitch", "range", "rate", "volume", "word_gap", "voice_quality"}
     assert meta["text"] in load_sentences(meta["language"])[0]
-    assert meta["emotion"] not in key             # keys do not leak the label
+    assert meta["emotion"] not in key  # keys do not leak the label
 
     c = synthesize_corpus(tmp_path / "c", **{**kw, "seed": 8})
     assert shard_hashes(tmp_path / "c") != ha
@@ -68,8 +77,9 @@ def test_corpus_is_deterministic_speaker_independent_and_well_formed(tmp_path):
 
 @needs_espeak
 def test_prosody_differs_by_emotion_in_the_expected_direction(tmp_path):
-    synthesize_corpus(tmp_path, languages=("en",), speakers_per_language=4, utterances_per_speaker=16,
-                      splits={"train": 4}, seed=1)
+    synthesize_corpus(
+        tmp_path, languages=("en",), speakers_per_language=4, utterances_per_speaker=16, splits={"train": 4}, seed=1
+    )
     # per speaker and emotion: log F0 (modal voice only: creaky/whispered voices have no reliable F0),
     # log RMS and duration; compared within speakers, so voice differences do not blur the picture
     values = defaultdict(lambda: defaultdict(list))
@@ -97,7 +107,7 @@ def test_prosody_differs_by_emotion_in_the_expected_direction(tmp_path):
     rms = {e: rel(e, "rms") for e in LABELS}
     dur = {e: rel(e, "duration") for e in LABELS}
     assert f0["happiness"] > f0["neutral"] > f0["sadness"] and f0["anger"] > f0["neutral"]
-    assert f0["happiness"] - f0["sadness"] > np.log(2) * 2 / 12   # at least two semitones apart
+    assert f0["happiness"] - f0["sadness"] > np.log(2) * 2 / 12  # at least two semitones apart
     assert rms["anger"] > rms["neutral"] > rms["sadness"]
     assert dur["sadness"] > dur["neutral"] > dur["anger"]
 
@@ -135,8 +145,7 @@ def test_shipped_sentence_languages_have_voices_and_fallback():
 
 @needs_espeak
 def test_program_backend_and_missing_espeak_message(tmp_path, monkeypatch):
-    s = synthesize_corpus(tmp_path, languages=("it",), speakers_per_language=3, utterances_per_speaker=2,
-                          backend="cli")
+    s = synthesize_corpus(tmp_path, languages=("it",), speakers_per_language=3, utterances_per_speaker=2, backend="cli")
     assert s["backend"] == "cli" and s["num_samples"] == 6
     monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng program on PATH
     with pytest.raises(EspeakNotFoundError, match="apt-get install espeak-ng"):

@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
 
         SERModel(cfg.copy(**{"student.attention_depth": max(depths)}).student, cfg.labels, cfg.languages)
     except ValueError as e:
-        raise SystemExit(f"--depths {args.depths}: {e}")
+        raise SystemExit(f"--depths {args.depths}: {e}") from None
     common.write_run_config(cfg)
     prepare.run(cfg)
     for split in ("train", "dev"):  # trials write elsewhere: pin the data (synthesized ones too) to absolute paths
@@ -83,45 +83,79 @@ def main(argv=None) -> dict:
     def trainable(params: dict):
         trial_dir = Path(tune.get_context().get_trial_dir())
         tcfg = cfg.copy(**params, run_dir=str(trial_dir), **{"wandb.mode": "disabled", "launch.executor": "local"})
-        distill.run(tcfg, teachers, cache_dir, name="student",
-                    on_eval=lambda m: tune.report({f"dev_{k}": float(v) for k, v in m.items()}))
+        distill.run(
+            tcfg,
+            teachers,
+            cache_dir,
+            name="student",
+            on_eval=lambda m: tune.report({f"dev_{k}": float(v) for k, v in m.items()}),
+        )
 
     if cfg.wandb.mode != "disabled":
         os.environ.setdefault("WANDB_MODE", cfg.wandb.mode)  # before ray.init: Ray's workers inherit it
-    ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus, include_dashboard=False,
-             ignore_reinit_error=True)
+    ray.init(
+        address=args.address,
+        num_cpus=None if args.address else args.num_cpus,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+    )
     callbacks = []
     if cfg.wandb.mode != "disabled":
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        callbacks.append(WandbLoggerCallback(project=cfg.wandb.project, entity=cfg.wandb.entity,
-                                             group=cfg.wandb.group or f"{cfg.name}-tune", dir=str(Path(cfg.run_dir) / "wandb")))
+        callbacks.append(
+            WandbLoggerCallback(
+                project=cfg.wandb.project,
+                entity=cfg.wandb.entity,
+                group=cfg.wandb.group or f"{cfg.name}-tune",
+                dir=str(Path(cfg.run_dir) / "wandb"),
+            )
+        )
     max_t = max(1, cfg.student_optim.epochs)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}),
         param_space=search_space(args),
-        tune_config=tune.TuneConfig(metric="dev_ua", mode="max", num_samples=args.num_samples,
-                                    max_concurrent_trials=args.max_concurrent or None,
-                                    scheduler=ASHAScheduler(max_t=max_t, grace_period=args.grace_evals, reduction_factor=2)),
-        run_config=tune.RunConfig(name=f"{cfg.name}-tune", storage_path=str(Path(cfg.run_dir) / "tune"), callbacks=callbacks),
+        tune_config=tune.TuneConfig(
+            metric="dev_ua",
+            mode="max",
+            num_samples=args.num_samples,
+            max_concurrent_trials=args.max_concurrent or None,
+            scheduler=ASHAScheduler(max_t=max_t, grace_period=args.grace_evals, reduction_factor=2),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{cfg.name}-tune", storage_path=str(Path(cfg.run_dir) / "tune"), callbacks=callbacks
+        ),
     )
     results = tuner.fit()
     rows = []
     for r in results:
         if r.metrics is None or "dev_ua" not in r.metrics:
             continue
-        rows.append({"params": {k: r.config[k] for k in search_space(args)}, "dev_ua": r.metrics["dev_ua"],
-                     "dev_wa": r.metrics.get("dev_wa"), "evals": r.metrics.get("training_iteration"),
-                     "path": r.path, "error": str(r.error) if r.error else None})
+        rows.append(
+            {
+                "params": {k: r.config[k] for k in search_space(args)},
+                "dev_ua": r.metrics["dev_ua"],
+                "dev_wa": r.metrics.get("dev_wa"),
+                "evals": r.metrics.get("training_iteration"),
+                "path": r.path,
+                "error": str(r.error) if r.error else None,
+            }
+        )
     rows.sort(key=lambda x: -x["dev_ua"])
     if not rows:
         errors = [f"{r.path}: {r.error}" for r in results if r.error]
         print("no trial reported dev_ua; errors:\n" + "\n".join(errors), file=sys.stderr)
         return {}
     best = results.get_best_result()
-    summary = {"best": {"params": {k: best.config[k] for k in search_space(args)}, "dev_ua": best.metrics["dev_ua"],
-                        "path": best.path},
-               "trials": rows, "errors": sum(1 for r in results if r.error)}
+    summary = {
+        "best": {
+            "params": {k: best.config[k] for k in search_space(args)},
+            "dev_ua": best.metrics["dev_ua"],
+            "path": best.path,
+        },
+        "trials": rows,
+        "errors": sum(1 for r in results if r.error),
+    }
     out = Path(cfg.run_dir) / "tune" / "summary.json"
     out.write_text(json.dumps(summary, indent=1, default=str))
     from rich.console import Console
@@ -130,8 +164,14 @@ def main(argv=None) -> dict:
     table = Table("λ (kd_weight)", "T", "depth", "dev UA", "dev WA", "evals", title="Ray Tune: distillation search")
     for r in rows:
         p = r["params"]
-        table.add_row(f"{p['distill.kd_weight']:.3f}", f"{p['distill.temperature']:.2f}", str(p["student.attention_depth"]),
-                      f"{100 * r['dev_ua']:.1f}", f"{100 * (r['dev_wa'] or 0):.1f}", str(r["evals"]))
+        table.add_row(
+            f"{p['distill.kd_weight']:.3f}",
+            f"{p['distill.temperature']:.2f}",
+            str(p["student.attention_depth"]),
+            f"{100 * r['dev_ua']:.1f}",
+            f"{100 * (r['dev_wa'] or 0):.1f}",
+            str(r["evals"]),
+        )
     Console().print(table)
     print(f"best: {summary['best']['params']} dev UA {100 * summary['best']['dev_ua']:.1f}  ({out})")
     return summary

@@ -20,9 +20,17 @@ from lakd.config import DataConfig
 from lakd.data.shards import ShardWriter, atomic_write_json, expand_urls, read_index, write_index
 
 
-def make_tone_corpus(out_dir: str | os.PathLike, per_language: dict[str, int] | None = None,
-                     shard_size: int = 20, labels=DEFAULT_LABELS, sample_rates=(16_000, 22_050, 44_100),
-                     channels=(1, 2), seconds=(0.5, 3.0), seed: int = 0, split: str = "train") -> Path:
+def make_tone_corpus(
+    out_dir: str | os.PathLike,
+    per_language: dict[str, int] | None = None,
+    shard_size: int = 20,
+    labels=DEFAULT_LABELS,
+    sample_rates=(16_000, 22_050, 44_100),
+    channels=(1, 2),
+    seconds=(0.5, 3.0),
+    seed: int = 0,
+    split: str = "train",
+) -> Path:
     """Write `{lang}-NNNNNN.tar` shards of labelled tones + noise (mixed rates and channel counts) and index.json.
 
     The emotion sets the tone's pitch, so the data is trivially learnable; it exists to exercise the
@@ -42,8 +50,13 @@ def make_tone_corpus(out_dir: str | os.PathLike, per_language: dict[str, int] | 
                 f0 = 150.0 * (1 + labels.index(label) * 0.5)
                 tone = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.02 * rng.standard_normal(t.size)
                 audio = np.stack([tone * (1 - 0.3 * c) for c in range(ch)], axis=1) if ch > 1 else tone
-                meta = {"emotion": label, "language": lang, "speaker": f"{lang}_spk{i % 3:02d}",
-                        "corpus": "tones", "split": split}
+                meta = {
+                    "emotion": label,
+                    "language": lang,
+                    "speaker": f"{lang}_spk{i % 3:02d}",
+                    "corpus": "tones",
+                    "split": split,
+                }
                 w.write(f"tone_{lang}_{i:05d}", meta, audio=audio.astype(np.float32), sample_rate=sr)
     write_index(out)
     return out
@@ -59,9 +72,15 @@ def _labels_and_languages(spec) -> tuple[list[str], list[str]]:
     return sorted(labels) or list(DEFAULT_LABELS), sorted(languages)
 
 
-def bench_data(spec=None, worker_counts=(0, 1, 2), batch_size: int = 16, max_batches: int = 30,
-               out_json: str | os.PathLike | None = None, cfg: DataConfig | None = None,
-               console=None) -> dict:
+def bench_data(
+    spec=None,
+    worker_counts=(0, 1, 2),
+    batch_size: int = 16,
+    max_batches: int = 30,
+    out_json: str | os.PathLike | None = None,
+    cfg: DataConfig | None = None,
+    console=None,
+) -> dict:
     """Training-loader throughput per worker count; prints a rich table and writes JSON atomically.
 
     `spec=None` benchmarks a small tone corpus (mixed 16/22.05/44.1 kHz, mono/stereo) made in a temp dir.
@@ -81,8 +100,9 @@ def bench_data(spec=None, worker_counts=(0, 1, 2), batch_size: int = 16, max_bat
         base = cfg or DataConfig()
         results = []
         for workers in worker_counts:
-            c = dataclasses.replace(base, num_workers=int(workers), batch_size=batch_size,
-                                    epoch_samples=max_batches * batch_size)
+            c = dataclasses.replace(
+                base, num_workers=int(workers), batch_size=batch_size, epoch_samples=max_batches * batch_size
+            )
             loader = build_loader(spec, labels, languages, cfg=c, train=True, allow_unknown_language=True)
             samples, audio_s, first = 0, 0.0, None
             t0 = time.perf_counter()
@@ -92,12 +112,19 @@ def bench_data(spec=None, worker_counts=(0, 1, 2), batch_size: int = 16, max_bat
                 samples += len(batch["keys"])
                 audio_s += float(batch["attention_mask"].sum()) / SAMPLE_RATE
             elapsed = time.perf_counter() - t0
-            results.append({"num_workers": int(workers), "batches": len(loader), "samples": samples,
-                            "audio_seconds": round(audio_s, 2), "seconds": round(elapsed, 3),
-                            "first_batch_s": round(first or 0.0, 3),
-                            "samples_per_s": round(samples / elapsed, 2) if elapsed else None,
-                            "audio_seconds_per_s": round(audio_s / elapsed, 2) if elapsed else None,
-                            "skipped": loader.skips.as_dict()["counts"]})
+            results.append(
+                {
+                    "num_workers": int(workers),
+                    "batches": len(loader),
+                    "samples": samples,
+                    "audio_seconds": round(audio_s, 2),
+                    "seconds": round(elapsed, 3),
+                    "first_batch_s": round(first or 0.0, 3),
+                    "samples_per_s": round(samples / elapsed, 2) if elapsed else None,
+                    "audio_seconds_per_s": round(audio_s / elapsed, 2) if elapsed else None,
+                    "skipped": loader.skips.as_dict()["counts"],
+                }
+            )
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -106,19 +133,31 @@ def bench_data(spec=None, worker_counts=(0, 1, 2), batch_size: int = 16, max_bat
     report = {
         "benchmark": "data",
         "spec": "synthetic tone corpus (300 samples)" if tmp is not None else str(spec),
-        "batch_size": batch_size, "max_batches": max_batches,
-        "max_seconds": base.max_seconds, "bucket": base.bucket, "shuffle_buffer": base.shuffle_buffer,
+        "batch_size": batch_size,
+        "max_batches": max_batches,
+        "max_seconds": base.max_seconds,
+        "bucket": base.bucket,
+        "shuffle_buffer": base.shuffle_buffer,
         "results": results,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     table = Table(title=f"loader throughput ({report['spec']}, batch {batch_size}, {max_batches} batches)")
     for col in ("workers", "samples/s", "audio s/s", "first batch s", "total s"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(str(r["num_workers"]), f"{r['samples_per_s']:.1f}", f"{r['audio_seconds_per_s']:.1f}",
-                      f"{r['first_batch_s']:.2f}", f"{r['seconds']:.2f}")
+        table.add_row(
+            str(r["num_workers"]),
+            f"{r['samples_per_s']:.1f}",
+            f"{r['audio_seconds_per_s']:.1f}",
+            f"{r['first_batch_s']:.2f}",
+            f"{r['seconds']:.2f}",
+        )
     console.print(table)
     if out_json is not None:
         atomic_write_json(out_json, report)

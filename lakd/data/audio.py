@@ -34,8 +34,9 @@ def decode_audio(data: bytes, ext: str, where: str) -> tuple[np.ndarray, int]:
     return audio, int(sample_rate)
 
 
-def audio_problem(audio: np.ndarray | torch.Tensor, sample_rate: int | None = None,
-                  min_seconds: float = 0.0) -> str | None:
+def audio_problem(
+    audio: np.ndarray | torch.Tensor, sample_rate: int | None = None, min_seconds: float = 0.0
+) -> str | None:
     """Why this audio is unusable for training, or None if it is fine.
 
     Reasons: "empty_audio" (no frames), "nonfinite_audio" (NaN/inf samples), "silent_audio" (all zeros),

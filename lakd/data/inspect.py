@@ -15,7 +15,13 @@ from pathlib import Path
 from lakd.data.shards import AUDIO_EXTS, INDEX_NAME, audio_duration, expand_urls, iter_tar_samples, sha256_file
 
 # checksum status of one shard
-OK, MISMATCH, MISSING_INDEX, NOT_IN_INDEX, NOT_VERIFIED = "ok", "mismatch", "missing index", "not in index", "not verified"
+OK, MISMATCH, MISSING_INDEX, NOT_IN_INDEX, NOT_VERIFIED = (
+    "ok",
+    "mismatch",
+    "missing index",
+    "not in index",
+    "not verified",
+)
 
 
 def _load_index(directory: str) -> dict | None:
@@ -33,7 +39,10 @@ def _checksum(path: str, index: dict | None, verify: bool) -> tuple[str, str]:
     if not verify:
         return NOT_VERIFIED, ""
     if index is None:
-        return MISSING_INDEX, f"no {INDEX_NAME} in {os.path.dirname(path) or '.'} (write one with `lakd shards index DIR`)"
+        return (
+            MISSING_INDEX,
+            f"no {INDEX_NAME} in {os.path.dirname(path) or '.'} (write one with `lakd shards index DIR`)",
+        )
     if "__error__" in index:
         return MISMATCH, index["__error__"]
     entry = next((s for s in index.get("shards", []) if s.get("path") == os.path.basename(path)), None)
@@ -95,8 +104,15 @@ def inspect_shards(spec, verify: bool = True) -> dict:
         except Exception as e:  # truncated or corrupt tar: report and go on with the next shard
             error = f"{type(e).__name__}: {e}"
         status, detail = _checksum(url, indexes[d], verify)
-        row = {"path": url, "num_samples": n, "duration_s": round(dur, 2), "bytes": os.path.getsize(url),
-               "checksum": status, "detail": detail, "error": error}
+        row = {
+            "path": url,
+            "num_samples": n,
+            "duration_s": round(dur, 2),
+            "bytes": os.path.getsize(url),
+            "checksum": status,
+            "detail": detail,
+            "error": error,
+        }
         shards.append(row)
         if status in (MISMATCH, NOT_IN_INDEX):
             failures.append({"path": url, "status": status, "detail": detail})
@@ -136,8 +152,11 @@ def print_inspection(report: dict, console=None, max_shard_rows: int = 40) -> No
     from rich.table import Table
 
     console = console or Console()
-    console.print(f"[bold]{report['spec']}[/]: {report['num_shards']} shards, {report['num_samples']} samples, "
-                  f"{report['duration_s'] / 3600:.2f} hours, {report['bytes'] / 1e6:.1f} MB", emoji=False)
+    console.print(
+        f"[bold]{report['spec']}[/]: {report['num_shards']} shards, {report['num_samples']} samples, "
+        f"{report['duration_s'] / 3600:.2f} hours, {report['bytes'] / 1e6:.1f} MB",
+        emoji=False,
+    )
     emotions = sorted({e for c in report["counts"].values() for e in c})
     t = Table(title="samples per language x emotion")
     d = Table(title="minutes of audio per language x emotion")
@@ -152,27 +171,51 @@ def print_inspection(report: dict, console=None, max_shard_rows: int = 40) -> No
         t.add_row(lang, *[str(c.get(e, 0)) for e in emotions], str(sum(c.values())), str(report["num_speakers"][lang]))
         d.add_row(lang, *[_minutes(mins.get(e, 0.0)) for e in emotions], _minutes(sum(mins.values())))
     if report["labels"]:
-        t.add_row("[bold]all[/]", *[str(report["labels"].get(e, 0)) for e in emotions], str(report["num_samples"]),
-                  str(sum(report["num_speakers"].values())), end_section=False)
-        t.add_row("[bold]share[/]", *[f"{100 * report['label_fractions'].get(e, 0):.1f}%" for e in emotions], "100%", "")
-        d.add_row("[bold]all[/]", *[_minutes(sum(v.get(e, 0.0) for v in report["durations_s"].values())) for e in emotions],
-                  _minutes(report["duration_s"]))
+        t.add_row(
+            "[bold]all[/]",
+            *[str(report["labels"].get(e, 0)) for e in emotions],
+            str(report["num_samples"]),
+            str(sum(report["num_speakers"].values())),
+            end_section=False,
+        )
+        t.add_row(
+            "[bold]share[/]", *[f"{100 * report['label_fractions'].get(e, 0):.1f}%" for e in emotions], "100%", ""
+        )
+        d.add_row(
+            "[bold]all[/]",
+            *[_minutes(sum(v.get(e, 0.0) for v in report["durations_s"].values())) for e in emotions],
+            _minutes(report["duration_s"]),
+        )
     console.print(t)
     console.print(d)
 
-    shown = report["shards"] if len(report["shards"]) <= max_shard_rows else \
-        [s for s in report["shards"] if s["checksum"] not in (OK, NOT_VERIFIED) or s["error"]]
+    shown = (
+        report["shards"]
+        if len(report["shards"]) <= max_shard_rows
+        else [s for s in report["shards"] if s["checksum"] not in (OK, NOT_VERIFIED) or s["error"]]
+    )
     if shown:
         st = Table(title="shards" if len(shown) == len(report["shards"]) else "shards with problems")
-        for col, just in (("shard", "left"), ("samples", "right"), ("minutes", "right"), ("MB", "right"), ("checksum", "left")):
+        for col, just in (
+            ("shard", "left"),
+            ("samples", "right"),
+            ("minutes", "right"),
+            ("MB", "right"),
+            ("checksum", "left"),
+        ):
             st.add_column(col, justify=just)
         colors = {OK: "green", MISMATCH: "red", NOT_IN_INDEX: "red", MISSING_INDEX: "yellow", NOT_VERIFIED: "dim"}
         for s in shown:
             status = f"[{colors.get(s['checksum'], 'white')}]{s['checksum']}[/]"
             if s["error"]:
                 status += f" [red]unreadable: {s['error']}[/]"
-            st.add_row(os.path.basename(s["path"]), str(s["num_samples"]), _minutes(s["duration_s"]),
-                       f"{s['bytes'] / 1e6:.1f}", status)
+            st.add_row(
+                os.path.basename(s["path"]),
+                str(s["num_samples"]),
+                _minutes(s["duration_s"]),
+                f"{s['bytes'] / 1e6:.1f}",
+                status,
+            )
         console.print(st)
     c = report["checksums"]
     console.print("checksums: " + ", ".join(f"{k} {v}" for k, v in c.items() if v))

@@ -16,8 +16,8 @@ import math
 import os
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Sequence
 
 import torch
 import webdataset as wds
@@ -29,9 +29,9 @@ from lakd.data.shards import AUDIO_EXTS, expand_urls, iter_tar_samples, read_ind
 
 log = logging.getLogger("lakd.data")
 
-MIN_SECONDS = 0.05          # shorter audio gives a wav2vec2-base model no frame to pool: skipped as "too_short"
-EVAL_MAX_FACTOR = 2.0       # eval truncates to this many times cfg.max_seconds (default; see build_loader)
-LOG_FIRST = 20              # per reason and worker, the first skips are logged one by one; the rest are counted
+MIN_SECONDS = 0.05  # shorter audio gives a wav2vec2-base model no frame to pool: skipped as "too_short"
+EVAL_MAX_FACTOR = 2.0  # eval truncates to this many times cfg.max_seconds (default; see build_loader)
+LOG_FIRST = 20  # per reason and worker, the first skips are logged one by one; the rest are counted
 
 SKIP_REASONS = {
     "corrupt_shard": "tar shard could not be read to its end (rest of the shard skipped)",
@@ -100,18 +100,21 @@ class SkipCounter:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def merge(self, other: "SkipCounter | dict") -> None:
+    def merge(self, other: SkipCounter | dict) -> None:
         """Add the counts of another counter (or its `as_dict()`, e.g. from a DataLoader worker)."""
         d = other.as_dict() if isinstance(other, SkipCounter) else other
         for reason, n in d.get("counts", {}).items():
             self.counts[reason] += n
         for reason, ex in d.get("examples", {}).items():
             room = 5 - len(self.examples[reason])
-            self.examples[reason].extend([e for e in ex if e not in self.examples[reason]][:max(room, 0)])
+            self.examples[reason].extend([e for e in ex if e not in self.examples[reason]][: max(room, 0)])
 
     def as_dict(self) -> dict:
-        return {"total": self.total, "counts": dict(sorted(self.counts.items())),
-                "examples": {r: list(v) for r, v in sorted(self.examples.items()) if v}}
+        return {
+            "total": self.total,
+            "counts": dict(sorted(self.counts.items())),
+            "examples": {r: list(v) for r, v in sorted(self.examples.items()) if v},
+        }
 
     def summary(self) -> str:
         if not self.total:
@@ -125,6 +128,7 @@ class SkipCounter:
 
 # ----------------------------------------------------------------------------- what the shards hold
 
+
 def _stable_seed(*parts) -> int:
     """A seed from values that is the same in every process (Python's str hash is salted per process)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
@@ -133,7 +137,7 @@ def _stable_seed(*parts) -> int:
 @dataclass(frozen=True)
 class ShardInfo:
     url: str
-    languages: dict | None   # language -> samples; None when unknown (no index entry, not scanned)
+    languages: dict | None  # language -> samples; None when unknown (no index entry, not scanned)
     num_samples: int | None  # from index.json: used to detect shards that end early
 
 
@@ -153,7 +157,9 @@ def _scan_languages(url: str) -> dict:
                 except Exception:
                     pass  # counted as a skip when the loader reads it
         except Exception as e:
-            log.warning("%s: shard is unreadable past %d samples while scanning languages (%s)", url, sum(counts.values()), e)
+            log.warning(
+                "%s: shard is unreadable past %d samples while scanning languages (%s)", url, sum(counts.values()), e
+            )
         if not counts:
             log.warning("%s: no sample with readable language metadata; the shard is not used", url)
         _SCAN_CACHE[ck] = dict(counts)
@@ -173,7 +179,9 @@ def shard_infos(urls: Sequence[str], scan_missing: bool = False) -> list[ShardIn
             by_dir[d] = {s["path"]: s for s in (read_index(d) or {}).get("shards", []) if "path" in s}
         entry = by_dir[d].get(os.path.basename(u))
         if entry is not None and isinstance(entry.get("counts"), dict):
-            langs = {lang: int(sum(c.values())) if isinstance(c, dict) else int(c) for lang, c in entry["counts"].items()}
+            langs = {
+                lang: int(sum(c.values())) if isinstance(c, dict) else int(c) for lang, c in entry["counts"].items()
+            }
             out.append(ShardInfo(u, langs, entry.get("num_samples")))
         elif scan_missing:
             unscanned.append(u)
@@ -181,12 +189,17 @@ def shard_infos(urls: Sequence[str], scan_missing: bool = False) -> list[ShardIn
         else:
             out.append(ShardInfo(u, None, None))
     if unscanned:
-        log.info("no index.json entry for %d shard(s) (e.g. %s): scanned them for language counts; "
-                 "`lakd shards index DIR` avoids this", len(unscanned), unscanned[0])
+        log.info(
+            "no index.json entry for %d shard(s) (e.g. %s): scanned them for language counts; "
+            "`lakd shards index DIR` avoids this",
+            len(unscanned),
+            unscanned[0],
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- per-sample stages
+
 
 @dataclass
 class _Sample:
@@ -196,7 +209,7 @@ class _Sample:
     language_id: int
     label: int
     speaker: str
-    audio: bytes | torch.Tensor   # encoded bytes until decoded, then float32 [T] at 16 kHz
+    audio: bytes | torch.Tensor  # encoded bytes until decoded, then float32 [T] at 16 kHz
     ext: str = "flac"
 
 
@@ -225,7 +238,7 @@ class _WorkerFailure:
 class _Spec:
     """Everything a worker needs, as plain picklable data."""
 
-    shards: list                 # list[ShardInfo] to read (already pruned to wanted languages where known)
+    shards: list  # list[ShardInfo] to read (already pruned to wanted languages where known)
     labels: list
     languages: list
     language_filter: list | None
@@ -236,9 +249,9 @@ class _Spec:
     rank: int
     world_size: int
     epoch: int
-    rank_samples: int            # training: samples per rank and epoch
-    mix: dict                    # training: language -> probability
-    max_samples: int | None      # crop (train) / truncate (eval) length in samples; None = keep all
+    rank_samples: int  # training: samples per rank and epoch
+    mix: dict  # training: language -> probability
+    max_samples: int | None  # crop (train) / truncate (eval) length in samples; None = keep all
 
 
 def _wanted_language(spec: _Spec, language: str) -> bool:
@@ -257,7 +270,9 @@ def _read_shard(url: str, skips: SkipCounter, expected: int | None, report: bool
     except Exception as e:
         msg = str(e.args[0]) if e.args else type(e).__name__
         if report or skips.strict:
-            skips.add("corrupt_shard", url, detail=f"{type(e).__name__}: {msg.split(' @ ')[0]}; {n} samples read before")
+            skips.add(
+                "corrupt_shard", url, detail=f"{type(e).__name__}: {msg.split(' @ ')[0]}; {n} samples read before"
+            )
         return
     if expected is not None and n < expected and (report or skips.strict):
         skips.add("truncated_shard", url, detail=f"{n} of {expected} samples", n=expected - n)
@@ -304,8 +319,16 @@ def _parse(raw: dict, spec: _Spec, label_ids: dict, language_ids: dict) -> _Samp
     if ext is None:
         members = sorted(k for k in raw if not k.startswith("__"))
         return _Rejected("missing_audio", shard, key, f"members: {members}", language)
-    return _Sample(key=key, shard=shard, language=language, language_id=language_ids.get(language, -1),
-                   label=label, speaker=str(meta.get("speaker", "")), audio=raw[ext], ext=ext)
+    return _Sample(
+        key=key,
+        shard=shard,
+        language=language,
+        language_id=language_ids.get(language, -1),
+        label=label,
+        speaker=str(meta.get("speaker", "")),
+        audio=raw[ext],
+        ext=ext,
+    )
 
 
 def _decode(s: _Sample, skips: SkipCounter, max_samples: int | None, rng: random.Random | None) -> _Sample | None:
@@ -323,7 +346,7 @@ def _decode(s: _Sample, skips: SkipCounter, max_samples: int | None, rng: random
     wav = to_mono_16k(audio, sr)
     if max_samples is not None and wav.numel() > max_samples:
         start = rng.randint(0, wav.numel() - max_samples) if rng is not None else 0
-        wav = wav[start:start + max_samples].clone()
+        wav = wav[start : start + max_samples].clone()
     return replace(s, audio=wav)
 
 
@@ -347,8 +370,9 @@ def collate(samples: list[_Sample]) -> dict:
     }
 
 
-def _batches(samples: Iterable[_Sample], batch_size: int, bucket: bool, bucket_buffer: int,
-             rng: random.Random | None) -> Iterator[dict]:
+def _batches(
+    samples: Iterable[_Sample], batch_size: int, bucket: bool, bucket_buffer: int, rng: random.Random | None
+) -> Iterator[dict]:
     """Plain batches in stream order, or length-bucketed: gather a buffer, sort by length, cut, shuffle order.
 
     The bucket size is a multiple of the batch size, so only the very last batch can be partial.
@@ -367,7 +391,7 @@ def _batches(samples: Iterable[_Sample], batch_size: int, bucket: bool, bucket_b
 
     def emit(buf: list[_Sample]) -> Iterator[dict]:
         buf.sort(key=lambda s: (s.audio.numel(), s.key))
-        chunks = [buf[i:i + batch_size] for i in range(0, len(buf), batch_size)]
+        chunks = [buf[i : i + batch_size] for i in range(0, len(buf), batch_size)]
         if rng is not None:
             rng.shuffle(chunks)
         for c in chunks:
@@ -391,7 +415,7 @@ def worker_quota(rank_samples: int, batch_size: int, worker: int, num_workers: i
     nb = math.ceil(rank_samples / batch_size)
     base, extra = divmod(nb, num_workers)
     mine = base + (worker < extra)
-    last = extra - 1 if extra > 0 else num_workers - 1   # a worker that has the highest batch count
+    last = extra - 1 if extra > 0 else num_workers - 1  # a worker that has the highest batch count
     n = mine * batch_size
     if worker == last:
         n -= nb * batch_size - rank_samples
@@ -399,6 +423,7 @@ def worker_quota(rank_samples: int, batch_size: int, worker: int, num_workers: i
 
 
 # ----------------------------------------------------------------------------- the dataset a worker iterates
+
 
 class _ShardDataset(torch.utils.data.IterableDataset):
     """One epoch for one rank; each DataLoader worker takes its share (see docs/data-loading.md)."""
@@ -436,12 +461,15 @@ class _ShardDataset(torch.utils.data.IterableDataset):
         part = spec.rank + spec.world_size * worker
         if len(urls) >= parts:
             # whole shards: rank r takes shards r, r+R, ...; wds.split_by_worker deals those to workers
-            mine = list(wds.split_by_worker(urls[spec.rank::spec.world_size]))
+            mine = list(wds.split_by_worker(urls[spec.rank :: spec.world_size]))
             raw = (r for u in mine for r in _read_shard(u, skips, expected[u]))
         else:
             # fewer shards than readers: everyone reads everything and keeps sample i when i % parts == part
-            raw = (r for i, r in enumerate(r for u in urls for r in _read_shard(u, skips, expected[u], report=part == 0))
-                   if i % parts == part)
+            raw = (
+                r
+                for i, r in enumerate(r for u in urls for r in _read_shard(u, skips, expected[u], report=part == 0))
+                if i % parts == part
+            )
         for r in raw:
             s = _parse(r, spec, label_ids, language_ids)
             if isinstance(s, _Rejected):
@@ -452,8 +480,9 @@ class _ShardDataset(torch.utils.data.IterableDataset):
                     yield s
 
     # -- training: per-language cycling streams, mixed by temperature sampling, fixed length
-    def _language_stream(self, language: str, worker: int, num_workers: int, skips: SkipCounter,
-                         label_ids: dict, language_ids: dict) -> Iterator[_Sample]:
+    def _language_stream(
+        self, language: str, worker: int, num_workers: int, skips: SkipCounter, label_ids: dict, language_ids: dict
+    ) -> Iterator[_Sample]:
         spec = self.spec
         shards = [s for s in spec.shards if s.languages and s.languages.get(language)]
         expected = {s.url: s.num_samples for s in spec.shards}
@@ -463,7 +492,7 @@ class _ShardDataset(torch.utils.data.IterableDataset):
         random.Random(_stable_seed(spec.seed, spec.epoch, "shards", language)).shuffle(urls)  # same on all ranks
         part = spec.rank + spec.world_size * worker
         if len(urls) >= spec.world_size * num_workers:
-            mine = list(wds.split_by_worker(urls[spec.rank::spec.world_size]))
+            mine = list(wds.split_by_worker(urls[spec.rank :: spec.world_size]))
 
             def source():
                 for cycle in range(1 << 62):
@@ -472,8 +501,12 @@ class _ShardDataset(torch.utils.data.IterableDataset):
                     yield from (dict(url=u) for u in order)
         else:
             # fewer shards than readers: resample shards (with replacement), deterministically per reader
-            source = wds.ResampledShards(urls, seed=_stable_seed(spec.seed, spec.epoch, language) % (1 << 31),
-                                         worker_seed=lambda: part, deterministic=True)
+            source = wds.ResampledShards(
+                urls,
+                seed=_stable_seed(spec.seed, spec.epoch, language) % (1 << 31),
+                worker_seed=lambda: part,
+                deterministic=True,
+            )
 
         def samples(src):
             barren = 0
@@ -484,23 +517,34 @@ class _ShardDataset(torch.utils.data.IterableDataset):
                     s = _parse(raw, spec, label_ids, language_ids)
                     if isinstance(s, _Rejected):
                         # counted by the stream of its language, or by the shard's owner if that is unknown
-                        if s.language == language or (owner[url] and (s.language is None
-                                                                      or not _wanted_language(spec, s.language))):
+                        if s.language == language or (
+                            owner[url] and (s.language is None or not _wanted_language(spec, s.language))
+                        ):
                             s.count(skips)
                     elif s is not None and s.language == language:
                         good += 1
                         yield s
                 barren = 0 if good else barren + 1
                 if barren > 2 * len(urls) + 8:
-                    log.error("language %r: %d shard reads in a row gave no usable sample (e.g. %s); "
-                              "dropping it from the mix", language, barren, url)
+                    log.error(
+                        "language %r: %d shard reads in a row gave no usable sample (e.g. %s); "
+                        "dropping it from the mix",
+                        language,
+                        barren,
+                        url,
+                    )
                     return
 
         bufsize = max(1, spec.cfg.shuffle_buffer // max(1, len(spec.mix)))
         stages = [source, samples]
         if bufsize > 1:
-            stages.append(wds.shuffle(bufsize, initial=min(100, bufsize),
-                                      rng=random.Random(_stable_seed(spec.seed, spec.epoch, "buffer", language, part))))
+            stages.append(
+                wds.shuffle(
+                    bufsize,
+                    initial=min(100, bufsize),
+                    rng=random.Random(_stable_seed(spec.seed, spec.epoch, "buffer", language, part)),
+                )
+            )
         return iter(wds.DataPipeline(*stages))
 
     def _train_samples(self, worker, num_workers, skips, label_ids, language_ids) -> Iterator[_Sample]:
@@ -520,8 +564,10 @@ class _ShardDataset(torch.utils.data.IterableDataset):
         emitted = 0
         while emitted < quota:
             if not probs:
-                raise RuntimeError(f"no usable training samples left in any language of {len(spec.shards)} shards "
-                                   f"(e.g. {spec.shards[0].url}); skips so far: {skips.summary()}")
+                raise RuntimeError(
+                    f"no usable training samples left in any language of {len(spec.shards)} shards "
+                    f"(e.g. {spec.shards[0].url}); skips so far: {skips.summary()}"
+                )
             langs = sorted(probs)
             language = rng.choices(langs, weights=[probs[l] for l in langs])[0]
             try:
@@ -533,8 +579,11 @@ class _ShardDataset(torch.utils.data.IterableDataset):
             if s is None:
                 fails[language] += 1
                 if fails[language] > max(100, 2 * per_language[language]):
-                    log.error("language %r: %d samples in a row had unusable audio; dropping it from the mix",
-                              language, fails[language])
+                    log.error(
+                        "language %r: %d samples in a row had unusable audio; dropping it from the mix",
+                        language,
+                        fails[language],
+                    )
                     del probs[language]
                 continue
             fails[language] = 0
@@ -543,6 +592,7 @@ class _ShardDataset(torch.utils.data.IterableDataset):
 
 
 # ----------------------------------------------------------------------------- the public loader
+
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode/resample one sample at a time; threads would oversubscribe
@@ -579,7 +629,7 @@ class ShardLoader:
         parts = spec.world_size * workers
         n = [sum(c for l, c in s.languages.items() if _wanted_language(spec, l)) for s in spec.shards]
         if len(n) >= parts:
-            mine = n[spec.rank::spec.world_size]
+            mine = n[spec.rank :: spec.world_size]
             return [sum(mine[w::workers]) for w in range(workers)]
         total = sum(n)
         return [math.ceil(total / parts)] * workers
@@ -601,8 +651,12 @@ class ShardLoader:
             skips.add(reason, shard, None, detail, n)
         workers = spec.cfg.num_workers
         loader = torch.utils.data.DataLoader(
-            _ShardDataset(spec), batch_size=None, num_workers=workers,
-            worker_init_fn=_worker_init if workers > 0 else None, persistent_workers=False)
+            _ShardDataset(spec),
+            batch_size=None,
+            num_workers=workers,
+            worker_init_fn=_worker_init if workers > 0 else None,
+            persistent_workers=False,
+        )
         batches = samples = 0
         finished = False
         try:
@@ -622,15 +676,34 @@ class ShardLoader:
             what = f"train epoch {epoch}" if spec.train else "eval pass"
             state = "" if finished else " (stopped early)"
             level = logging.WARNING if skips.total else logging.INFO
-            log.log(level, "%s, rank %d%s: %d samples in %d batches; %s", what, spec.rank, state,
-                    samples, batches, skips.summary())
+            log.log(
+                level,
+                "%s, rank %d%s: %d samples in %d batches; %s",
+                what,
+                spec.rank,
+                state,
+                samples,
+                batches,
+                skips.summary(),
+            )
 
 
-def build_loader(spec, labels: Sequence[str], languages: Sequence[str], *, cfg: DataConfig, train: bool,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, epoch: int = 0,
-                 allow_unknown_language: bool = False, skips: SkipCounter | None = None,
-                 language_filter: Sequence[str] | None = None,
-                 eval_max_seconds: float | None = None) -> ShardLoader:
+def build_loader(
+    spec,
+    labels: Sequence[str],
+    languages: Sequence[str],
+    *,
+    cfg: DataConfig,
+    train: bool,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+    allow_unknown_language: bool = False,
+    skips: SkipCounter | None = None,
+    language_filter: Sequence[str] | None = None,
+    eval_max_seconds: float | None = None,
+) -> ShardLoader:
     """Batches of 16 kHz mono audio from WebDataset shards for one rank (see docs/data-loading.md).
 
     spec: data spec (directory, brace pattern, list). labels/languages: index maps for `labels` and
@@ -645,9 +718,22 @@ def build_loader(spec, labels: Sequence[str], languages: Sequence[str], *, cfg: 
     urls = expand_urls(spec)
     labels, languages = list(labels), list(languages)
     lang_filter = list(language_filter) if language_filter is not None else None
-    plain = _Spec(shards=[], labels=labels, languages=languages, language_filter=lang_filter,
-                  allow_unknown=allow_unknown_language, cfg=cfg, train=train, seed=seed, rank=rank,
-                  world_size=world_size, epoch=epoch, rank_samples=0, mix={}, max_samples=None)
+    plain = _Spec(
+        shards=[],
+        labels=labels,
+        languages=languages,
+        language_filter=lang_filter,
+        allow_unknown=allow_unknown_language,
+        cfg=cfg,
+        train=train,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        epoch=epoch,
+        rank_samples=0,
+        mix={},
+        max_samples=None,
+    )
     infos = shard_infos(urls, scan_missing=train)
     kept, pre_skips = [], []
     for info in infos:
@@ -668,13 +754,17 @@ def build_loader(spec, labels: Sequence[str], languages: Sequence[str], *, cfg: 
         if total == 0:
             raise ValueError(f"{spec}: no training samples of languages {lang_filter or languages}")
         alpha = cfg.language_alpha
-        weights = {l: n ** alpha for l, n in counts.items()}
+        weights = {l: n**alpha for l, n in counts.items()}
         z = sum(weights.values())
         mix = {l: w / z for l, w in sorted(weights.items())}
         rank_samples = cfg.epoch_samples or math.ceil(total / world_size)
         max_samples = int(round(cfg.max_seconds * SAMPLE_RATE)) if cfg.max_seconds else None
-        log.info("train mix (alpha=%g): %s; %d samples per rank and epoch", alpha,
-                 ", ".join(f"{l} {counts[l]} -> {p:.3f}" for l, p in mix.items()), rank_samples)
+        log.info(
+            "train mix (alpha=%g): %s; %d samples per rank and epoch",
+            alpha,
+            ", ".join(f"{l} {counts[l]} -> {p:.3f}" for l, p in mix.items()),
+            rank_samples,
+        )
     else:
         mix, rank_samples = {}, 0
         limit = EVAL_MAX_FACTOR * cfg.max_seconds if eval_max_seconds is None else eval_max_seconds

@@ -15,8 +15,8 @@ import re
 import tarfile
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -33,7 +33,9 @@ class ShardFormatError(ValueError):
 
 def check_key(key: str) -> str:
     if not _KEY_RE.match(key):
-        raise ShardFormatError(f"sample key {key!r} must be non-empty and use only letters, digits, '_' and '-' (no dots)")
+        raise ShardFormatError(
+            f"sample key {key!r} must be non-empty and use only letters, digits, '_' and '-' (no dots)"
+        )
     return key
 
 
@@ -115,8 +117,15 @@ class ShardWriter:
         self.shard_id += 1
         self.count_in_shard = 0
 
-    def write(self, key: str, meta: dict, audio: np.ndarray | None = None, sample_rate: int = 16_000,
-              audio_bytes: bytes | None = None, audio_ext: str = "flac") -> None:
+    def write(
+        self,
+        key: str,
+        meta: dict,
+        audio: np.ndarray | None = None,
+        sample_rate: int = 16_000,
+        audio_bytes: bytes | None = None,
+        audio_ext: str = "flac",
+    ) -> None:
         """Add one sample: `audio` (float array) is encoded as 16-bit FLAC, or pass encoded `audio_bytes`."""
         check_key(key)
         if key in self._keys:
@@ -151,7 +160,7 @@ class ShardWriter:
             os.unlink(self._tmp)
             self._tar = None
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -162,6 +171,7 @@ class ShardWriter:
 
 
 # ----------------------------------------------------------------------------- resolving data specs
+
 
 def _expand_braces(pattern: str) -> list[str]:
     import braceexpand  # shipped with webdataset
@@ -197,13 +207,16 @@ def expand_urls(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
             out.append(c)
     missing = [p for p in out if not os.path.exists(p)]
     if missing:
-        raise FileNotFoundError(f"{spec}: shard(s) not found: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        raise FileNotFoundError(
+            f"{spec}: shard(s) not found: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
+        )
     if not out:
         raise FileNotFoundError(f"{spec}: matched no shards")
     return out
 
 
 # ----------------------------------------------------------------------------- reading raw members
+
 
 def iter_tar_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield (key, {ext: bytes}) for each sample of one shard, grouping consecutive members by key."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 SPLITS = ("train", "dev", "test")
 
@@ -67,8 +67,13 @@ def resolve_split_sizes(n: int, spec: Mapping[str, int | float]) -> dict[str, in
     return counts
 
 
-def assign_speaker_splits(speakers: Iterable[str], dev: int | float = 0.1, test: int | float = 0.1,
-                          seed: int = 0, genders: Mapping[str, str] | None = None) -> dict[str, str]:
+def assign_speaker_splits(
+    speakers: Iterable[str],
+    dev: int | float = 0.1,
+    test: int | float = 0.1,
+    seed: int = 0,
+    genders: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Randomly assign each speaker to exactly one of train/dev/test; returns {speaker: split}.
 
     `dev`/`test` are speaker counts (int) or fractions (float). With `genders`, speakers are
@@ -101,7 +106,7 @@ def assign_speaker_splits(speakers: Iterable[str], dev: int | float = 0.1, test:
     out: dict[str, str] = {}
     i = 0
     for split in ("test", "dev", "train"):
-        for s in order[i:i + sizes[split]]:
+        for s in order[i : i + sizes[split]]:
             out[s] = split
         i += sizes[split]
     return out
@@ -116,7 +121,7 @@ def contiguous_folds(groups: Iterable[str], n_folds: int, sort: bool = True) -> 
     folds, i = [], 0
     for k in range(n_folds):
         size = base + (1 if k < extra else 0)
-        folds.append(g[i:i + size])
+        folds.append(g[i : i + size])
         i += size
     return folds
 
@@ -163,8 +168,10 @@ def validate_speaker_splits(split_speakers: Mapping[str, Iterable[str]], where: 
             else:
                 seen[s] = split
     if problems:
-        parts = [f"{a} and {b} share {len(v)} speaker(s): {', '.join(sorted(v)[:10])}" + (" ..." if len(v) > 10 else "")
-                 for (a, b), v in sorted(problems.items())]
+        parts = [
+            f"{a} and {b} share {len(v)} speaker(s): {', '.join(sorted(v)[:10])}" + (" ..." if len(v) > 10 else "")
+            for (a, b), v in sorted(problems.items())
+        ]
         prefix = f"{where}: " if where else ""
         raise SplitLeakError(prefix + "splits are not speaker-independent: " + "; ".join(parts))
 

@@ -28,9 +28,10 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -41,7 +42,7 @@ from lakd.data.splits import resolve_split_sizes
 
 CORPUS = "lakd-synth"
 SAMPLE_RATE = 16_000
-RENDER_CHUNK = 200            # utterances per fresh worker process; part of the byte-exact recipe
+RENDER_CHUNK = 200  # utterances per fresh worker process; part of the byte-exact recipe
 SENTENCE_DIR = Path(__file__).parent / "sentences"
 INSTALL_HINT = "install it with `apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)"
 
@@ -76,7 +77,7 @@ class EspeakLibrary:
     """libespeak-ng via ctypes, synchronous mode: one process-wide instance (the library is global)."""
 
     name = "lib"
-    _instance: "EspeakLibrary | None" = None
+    _instance: EspeakLibrary | None = None
 
     def __init__(self) -> None:
         path = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
@@ -84,8 +85,16 @@ class EspeakLibrary:
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INIT_DONT_EXIT)
         if self.sample_rate <= 0:
             raise EspeakNotFoundError(f"libespeak-ng ({path}) failed to initialise (espeak-ng-data missing?)")
@@ -99,7 +108,7 @@ class EspeakLibrary:
             self._libc = None
 
     @classmethod
-    def get(cls) -> "EspeakLibrary":
+    def get(cls) -> EspeakLibrary:
         if cls._instance is None:
             cls._instance = cls()
         return cls._instance
@@ -112,8 +121,9 @@ class EspeakLibrary:
     def has_voice(self, voice: str) -> bool:
         return self.lib.espeak_SetVoiceByName(voice.encode()) == 0
 
-    def synth(self, voice: str, text: str, pitch: int, range_: int, rate: int, volume: int, word_gap: int,
-              rand_seed: int = 0) -> np.ndarray:
+    def synth(
+        self, voice: str, text: str, pitch: int, range_: int, rate: int, volume: int, word_gap: int, rand_seed: int = 0
+    ) -> np.ndarray:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise UnknownLanguageError(f"espeak-ng has no voice {voice!r} (see `espeak-ng --voices`)")
         for name, value in (("rate", rate), ("volume", volume), ("pitch", pitch), ("word_gap", word_gap)):
@@ -143,10 +153,25 @@ class EspeakProgram:
         r = subprocess.run([self.exe, "-q", "-v", voice, "a"], capture_output=True)
         return r.returncode == 0 and b"does not exist" not in r.stderr
 
-    def synth(self, voice: str, text: str, pitch: int, range_: int, rate: int, volume: int, word_gap: int,
-              rand_seed: int = 0) -> np.ndarray:
-        cmd = [self.exe, "--stdout", "-m", "-v", voice, "-p", str(int(pitch)), "-s", str(int(rate)),
-               "-a", str(int(volume)), "-g", str(int(word_gap)), _ssml(text, range_)]
+    def synth(
+        self, voice: str, text: str, pitch: int, range_: int, rate: int, volume: int, word_gap: int, rand_seed: int = 0
+    ) -> np.ndarray:
+        cmd = [
+            self.exe,
+            "--stdout",
+            "-m",
+            "-v",
+            voice,
+            "-p",
+            str(int(pitch)),
+            "-s",
+            str(int(rate)),
+            "-a",
+            str(int(volume)),
+            "-g",
+            str(int(word_gap)),
+            _ssml(text, range_),
+        ]
         r = subprocess.run(cmd, capture_output=True)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:-1])} failed: {r.stderr.decode(errors='replace').strip()}")
@@ -182,14 +207,20 @@ def open_engine(backend: str = "auto") -> EspeakLibrary | EspeakProgram:
 
 
 def check_languages(engine, languages: Sequence[str]) -> None:
-    bad = [lang for lang in languages
-           if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]+)*", lang) or not engine.has_voice(lang)]
+    bad = [
+        lang
+        for lang in languages
+        if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]+)*", lang) or not engine.has_voice(lang)
+    ]
     if bad:
-        raise UnknownLanguageError(f"espeak-ng has no voice for language code(s) {bad}; run `espeak-ng --voices` "
-                                   "to list the codes it knows (e.g. en, fi, fr, de, es, it, sv, en-us, pt-br)")
+        raise UnknownLanguageError(
+            f"espeak-ng has no voice for language code(s) {bad}; run `espeak-ng --voices` "
+            "to list the codes it knows (e.g. en, fi, fr, de, es, it, sv, en-us, pt-br)"
+        )
 
 
 # ============================================================================ sentences
+
 
 def load_sentences(language: str) -> tuple[list[str], str]:
     """Neutral sentences for a language: `<lang>.txt`, else `<base>.txt` (en-us -> en), else generic."""
@@ -205,6 +236,7 @@ def load_sentences(language: str) -> tuple[list[str], str]:
 
 
 # ============================================================================ prosody
+
 
 @dataclass(frozen=True)
 class EmotionProfile:
@@ -225,21 +257,32 @@ class EmotionProfile:
 
 
 PROFILES: dict[str, EmotionProfile] = {
-    "neutral":   EmotionProfile(pitch=(0, 4), range=(0, 8), rate=(1.00, 0.06), volume=(1.00, 0.10), croak=0.03),
-    "anger":     EmotionProfile(pitch=(9, 5), range=(16, 10), rate=(1.12, 0.08), volume=(1.45, 0.16), croak=0.25),
+    "neutral": EmotionProfile(pitch=(0, 4), range=(0, 8), rate=(1.00, 0.06), volume=(1.00, 0.10), croak=0.03),
+    "anger": EmotionProfile(pitch=(9, 5), range=(16, 10), rate=(1.12, 0.08), volume=(1.45, 0.16), croak=0.25),
     "happiness": EmotionProfile(pitch=(15, 5), range=(22, 10), rate=(1.08, 0.08), volume=(1.20, 0.13)),
-    "sadness":   EmotionProfile(pitch=(-10, 4), range=(-18, 8), rate=(0.80, 0.06), volume=(0.70, 0.10),
-                                word_gap=(2.5, 1.2), whisper=0.12),
-    "fear":      EmotionProfile(pitch=(18, 5), range=(-6, 10), rate=(1.18, 0.08), volume=(0.90, 0.12),
-                                word_gap=(1.0, 1.0), whisper=0.10),
-    "disgust":   EmotionProfile(pitch=(-6, 4), range=(6, 10), rate=(0.85, 0.07), volume=(0.95, 0.12), croak=0.20),
-    "surprise":  EmotionProfile(pitch=(17, 5), range=(30, 10), rate=(1.00, 0.08), volume=(1.15, 0.12)),
-    "boredom":   EmotionProfile(pitch=(-8, 4), range=(-25, 8), rate=(0.82, 0.06), volume=(0.80, 0.10),
-                                word_gap=(1.5, 1.0)),
-    "calm":      EmotionProfile(pitch=(-4, 4), range=(-10, 8), rate=(0.90, 0.06), volume=(0.85, 0.10)),
+    "sadness": EmotionProfile(
+        pitch=(-10, 4), range=(-18, 8), rate=(0.80, 0.06), volume=(0.70, 0.10), word_gap=(2.5, 1.2), whisper=0.12
+    ),
+    "fear": EmotionProfile(
+        pitch=(18, 5), range=(-6, 10), rate=(1.18, 0.08), volume=(0.90, 0.12), word_gap=(1.0, 1.0), whisper=0.10
+    ),
+    "disgust": EmotionProfile(pitch=(-6, 4), range=(6, 10), rate=(0.85, 0.07), volume=(0.95, 0.12), croak=0.20),
+    "surprise": EmotionProfile(pitch=(17, 5), range=(30, 10), rate=(1.00, 0.08), volume=(1.15, 0.12)),
+    "boredom": EmotionProfile(
+        pitch=(-8, 4), range=(-25, 8), rate=(0.82, 0.06), volume=(0.80, 0.10), word_gap=(1.5, 1.0)
+    ),
+    "calm": EmotionProfile(pitch=(-4, 4), range=(-10, 8), rate=(0.90, 0.06), volume=(0.85, 0.10)),
 }
-ALIASES = {"angry": "anger", "happy": "happiness", "joy": "happiness", "sad": "sadness", "fearful": "fear",
-           "disgusted": "disgust", "surprised": "surprise", "bored": "boredom"}
+ALIASES = {
+    "angry": "anger",
+    "happy": "happiness",
+    "joy": "happiness",
+    "sad": "sadness",
+    "fearful": "fear",
+    "disgusted": "disgust",
+    "surprised": "surprise",
+    "bored": "boredom",
+}
 MALE_VARIANTS = tuple(f"m{i}" for i in range(1, 8))
 FEMALE_VARIANTS = tuple(f"f{i}" for i in range(1, 6))
 
@@ -247,8 +290,10 @@ FEMALE_VARIANTS = tuple(f"f{i}" for i in range(1, 6))
 def profile_for(label: str) -> EmotionProfile:
     name = ALIASES.get(label.lower(), label.lower())
     if name not in PROFILES:
-        raise ValueError(f"no prosody profile for label {label!r}; synthesizable labels: "
-                         f"{sorted(PROFILES)} (aliases: {sorted(ALIASES)})")
+        raise ValueError(
+            f"no prosody profile for label {label!r}; synthesizable labels: "
+            f"{sorted(PROFILES)} (aliases: {sorted(ALIASES)})"
+        )
     return PROFILES[name]
 
 
@@ -298,12 +343,29 @@ class UtteranceSpec:
     rand_seed: int
 
     def meta(self, duration: float) -> dict[str, Any]:
-        return {"emotion": self.emotion, "language": self.language, "speaker": self.speaker, "gender": self.gender,
-                "corpus": CORPUS, "split": self.split, "text": self.text, "duration": round(duration, 3),
-                "sample_rate": SAMPLE_RATE, "engine": "espeak-ng", "voice": self.voice, "sentence_id": self.sentence_id,
-                "prosody": {"pitch": self.pitch, "range": self.range, "rate": self.rate, "volume": self.volume,
-                            "word_gap": self.word_gap, "voice_quality": self.voice_quality,
-                            "gain_db": round(self.gain_db, 2)}}
+        return {
+            "emotion": self.emotion,
+            "language": self.language,
+            "speaker": self.speaker,
+            "gender": self.gender,
+            "corpus": CORPUS,
+            "split": self.split,
+            "text": self.text,
+            "duration": round(duration, 3),
+            "sample_rate": SAMPLE_RATE,
+            "engine": "espeak-ng",
+            "voice": self.voice,
+            "sentence_id": self.sentence_id,
+            "prosody": {
+                "pitch": self.pitch,
+                "range": self.range,
+                "rate": self.rate,
+                "volume": self.volume,
+                "word_gap": self.word_gap,
+                "voice_quality": self.voice_quality,
+                "gain_db": round(self.gain_db, 2),
+            },
+        }
 
 
 def _default_splits(n: int) -> dict[str, float | int]:
@@ -312,8 +374,9 @@ def _default_splits(n: int) -> dict[str, float | int]:
     return {"train": n}
 
 
-def plan_speakers(language: str, n: int, splits: Mapping[str, int | float] | None,
-                  rng: random.Random) -> list[SpeakerSpec]:
+def plan_speakers(
+    language: str, n: int, splits: Mapping[str, int | float] | None, rng: random.Random
+) -> list[SpeakerSpec]:
     """Speakers of one language: alternating gender, distinct voice variants where possible,
     random baseline offsets, each in exactly one split."""
     sizes = resolve_split_sizes(n, splits if splits is not None else _default_splits(n))
@@ -326,16 +389,32 @@ def plan_speakers(language: str, n: int, splits: Mapping[str, int | float] | Non
         gender = "m" if i % 2 == 0 else "f"
         pool = males if gender == "m" else females
         variant = pool[(i // 2) % len(pool)]
-        out.append(SpeakerSpec(
-            id=f"{language}_spk{i + 1:02d}", language=language, gender=gender, variant=variant, split=split_of[i],
-            pitch=float(np.clip(rng.gauss(50, 6), 30, 70)), range=float(np.clip(rng.gauss(50, 8), 25, 75)),
-            rate=165.0 * math.exp(rng.gauss(0, 0.08)), volume=100.0 * math.exp(rng.gauss(0, 0.10)),
-            expressiveness=rng.uniform(0.75, 1.25), gain_db=rng.gauss(0, 2.5)))
+        out.append(
+            SpeakerSpec(
+                id=f"{language}_spk{i + 1:02d}",
+                language=language,
+                gender=gender,
+                variant=variant,
+                split=split_of[i],
+                pitch=float(np.clip(rng.gauss(50, 6), 30, 70)),
+                range=float(np.clip(rng.gauss(50, 8), 25, 75)),
+                rate=165.0 * math.exp(rng.gauss(0, 0.08)),
+                volume=100.0 * math.exp(rng.gauss(0, 0.10)),
+                expressiveness=rng.uniform(0.75, 1.25),
+                gain_db=rng.gauss(0, 2.5),
+            )
+        )
     return out
 
 
-def plan_utterances(speaker: SpeakerSpec, sentences: Sequence[str], labels: Sequence[str], count: int,
-                    rng: random.Random, speaker_index: int) -> list[UtteranceSpec]:
+def plan_utterances(
+    speaker: SpeakerSpec,
+    sentences: Sequence[str],
+    labels: Sequence[str],
+    count: int,
+    rng: random.Random,
+    speaker_index: int,
+) -> list[UtteranceSpec]:
     """`count` utterances balanced over labels; every emotion reuses the same sentences, so the
     words carry no emotion, and prosody is drawn from the emotion's profile."""
     scales = _language_scales(speaker.language, labels)
@@ -357,18 +436,38 @@ def plan_utterances(speaker: SpeakerSpec, sentences: Sequence[str], labels: Sequ
         r = rng.random()
         quality = "croak" if r < p.croak else "whisper" if r < p.croak + p.whisper else "modal"
         variant = speaker.variant if quality == "modal" else quality
-        out.append(UtteranceSpec(
-            key=f"lakdsynth_{speaker.id}_{j:04d}", split=speaker.split, language=speaker.language,
-            speaker=speaker.id, gender=speaker.gender, emotion=label, text=sentences[sid], sentence_id=sid,
-            voice=f"{speaker.language}+{variant}", voice_quality=quality,
-            pitch=int(round(np.clip(pitch, 0, 99))), range=int(round(np.clip(range_, 0, 99))),
-            rate=int(round(np.clip(rate, 80, 400))), volume=int(round(np.clip(volume, 10, 200))),
-            word_gap=int(round(gap)), gain_db=speaker.gain_db, rand_seed=rng.randrange(1, 2**31)))
+        out.append(
+            UtteranceSpec(
+                key=f"lakdsynth_{speaker.id}_{j:04d}",
+                split=speaker.split,
+                language=speaker.language,
+                speaker=speaker.id,
+                gender=speaker.gender,
+                emotion=label,
+                text=sentences[sid],
+                sentence_id=sid,
+                voice=f"{speaker.language}+{variant}",
+                voice_quality=quality,
+                pitch=int(round(np.clip(pitch, 0, 99))),
+                range=int(round(np.clip(range_, 0, 99))),
+                rate=int(round(np.clip(rate, 80, 400))),
+                volume=int(round(np.clip(volume, 10, 200))),
+                word_gap=int(round(gap)),
+                gain_db=speaker.gain_db,
+                rand_seed=rng.randrange(1, 2**31),
+            )
+        )
     return out
 
 
-def plan_corpus(languages: Sequence[str], speakers_per_language: int, utterances_per_speaker: int,
-                labels: Sequence[str], seed: int, splits: Mapping[str, int | float] | None) -> list[UtteranceSpec]:
+def plan_corpus(
+    languages: Sequence[str],
+    speakers_per_language: int,
+    utterances_per_speaker: int,
+    labels: Sequence[str],
+    seed: int,
+    splits: Mapping[str, int | float] | None,
+) -> list[UtteranceSpec]:
     """The whole corpus as a list of specs, in rendering order: per language, per split, shuffled."""
     plan: list[UtteranceSpec] = []
     for language in languages:
@@ -428,14 +527,15 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray
     for r in range(min(up, n_out)):
         base, phase = divmod(r * down, up)
         m = len(range(r, n_out, up))
-        out[r::up] = windows[base + 1: base + 1 + m * down: down] @ table[phase]
+        out[r::up] = windows[base + 1 : base + 1 + m * down : down] @ table[phase]
     return out
 
 
 def render(engine, spec: UtteranceSpec) -> np.ndarray:
     """One utterance as float32 16 kHz mono in [-1, 1)."""
-    pcm = engine.synth(spec.voice, spec.text, spec.pitch, spec.range, spec.rate, spec.volume, spec.word_gap,
-                       spec.rand_seed)
+    pcm = engine.synth(
+        spec.voice, spec.text, spec.pitch, spec.range, spec.rate, spec.volume, spec.word_gap, spec.rand_seed
+    )
     if pcm.size == 0:
         raise RuntimeError(f"espeak-ng produced no audio for voice {spec.voice!r}, text {spec.text!r}")
     x = resample(pcm.astype(np.float64) / 32768.0, engine.sample_rate)
@@ -463,8 +563,9 @@ def _render_chunk_fresh(specs: list[dict], backend: str) -> list[tuple[str, byte
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", "1")
-    r = subprocess.run([sys.executable, "-m", "lakd.data.synth"], input=pickle.dumps((specs, backend)),
-                       capture_output=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "lakd.data.synth"], input=pickle.dumps((specs, backend)), capture_output=True, env=env
+    )
     if r.returncode != 0:
         tail = r.stderr.decode(errors="replace").strip().splitlines()[-15:]
         raise RuntimeError("speech synthesis worker failed:\n" + "\n".join(tail))
@@ -493,17 +594,27 @@ def _chunks(plan: Sequence[UtteranceSpec]) -> list[list[UtteranceSpec]]:
 def _existing_shards(out_dir: Path, splits: Iterable[str], overwrite: bool) -> list[Path]:
     existing = [p for s in splits for p in sorted((out_dir / s).glob("*.tar"))] if out_dir.exists() else []
     if existing and not overwrite:
-        raise FileExistsError(f"{out_dir} already holds shards ({existing[0]} ...); pass overwrite=True "
-                              "(--overwrite) to replace them, or choose another output folder")
+        raise FileExistsError(
+            f"{out_dir} already holds shards ({existing[0]} ...); pass overwrite=True "
+            "(--overwrite) to replace them, or choose another output folder"
+        )
     return existing
 
 
-def synthesize_corpus(out_dir: str | os.PathLike, languages: Sequence[str] = ("en", "fi", "fr"),
-                      speakers_per_language: int = 6, utterances_per_speaker: int = 24,
-                      labels: Sequence[str] = DEFAULT_LABELS, seed: int = 0,
-                      splits: Mapping[str, int | float] | None = None, shard_size: int = 200,
-                      progress: ProgressFn | None = None, backend: str = "auto", workers: int | None = None,
-                      overwrite: bool = False) -> dict[str, Any]:
+def synthesize_corpus(
+    out_dir: str | os.PathLike,
+    languages: Sequence[str] = ("en", "fi", "fr"),
+    speakers_per_language: int = 6,
+    utterances_per_speaker: int = 24,
+    labels: Sequence[str] = DEFAULT_LABELS,
+    seed: int = 0,
+    splits: Mapping[str, int | float] | None = None,
+    shard_size: int = 200,
+    progress: ProgressFn | None = None,
+    backend: str = "auto",
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Synthesize a speaker-independent emotional corpus into `{out_dir}/{split}/{lang}-NNNNNN.tar`.
 
     `splits` gives speakers per split as counts ({"train": 4, "dev": 1, "test": 1}) or fractions
@@ -550,7 +661,8 @@ def synthesize_corpus(out_dir: str | os.PathLike, languages: Sequence[str] = ("e
                 w = writers.get((spec.split, spec.language))
                 if w is None:
                     w = writers[(spec.split, spec.language)] = ShardWriter(
-                        staging / spec.split, prefix=spec.language, max_count=shard_size, write_index=False)
+                        staging / spec.split, prefix=spec.language, max_count=shard_size, write_index=False
+                    )
                 w.write(key, spec.meta(n / SAMPLE_RATE), audio_bytes=flac, audio_ext="flac")
                 counts[spec.split][spec.language][spec.emotion] += 1
                 durations[spec.split][spec.language] += n / SAMPLE_RATE
@@ -579,16 +691,26 @@ def synthesize_corpus(out_dir: str | os.PathLike, languages: Sequence[str] = ("e
 
     spk = {s: {lang: sorted(v) for lang, v in langs.items()} for s, langs in speakers.items()}
     return {
-        "corpus": CORPUS, "out_dir": str(out_dir), "backend": engine.name, "seed": seed,
-        "languages": languages, "labels": labels,
+        "corpus": CORPUS,
+        "out_dir": str(out_dir),
+        "backend": engine.name,
+        "seed": seed,
+        "languages": languages,
+        "labels": labels,
         "sentences": {lang: load_sentences(lang)[1] for lang in languages},
-        "num_samples": len(plan), "duration_s": round(sum(i["duration_s"] for i in indexes.values()), 2),
-        "splits": {s: {"dir": str(out_dir / s), "num_samples": indexes[s]["num_samples"],
-                       "duration_s": indexes[s]["duration_s"],
-                       "speakers": sorted({x for v in spk[s].values() for x in v}),
-                       "counts": {lang: dict(sorted(c.items())) for lang, c in sorted(counts[s].items())},
-                       "shards": [str(out_dir / s / sh["path"]) for sh in indexes[s]["shards"]]}
-                   for s in split_order(split_names)},
+        "num_samples": len(plan),
+        "duration_s": round(sum(i["duration_s"] for i in indexes.values()), 2),
+        "splits": {
+            s: {
+                "dir": str(out_dir / s),
+                "num_samples": indexes[s]["num_samples"],
+                "duration_s": indexes[s]["duration_s"],
+                "speakers": sorted({x for v in spk[s].values() for x in v}),
+                "counts": {lang: dict(sorted(c.items())) for lang, c in sorted(counts[s].items())},
+                "shards": [str(out_dir / s / sh["path"]) for sh in indexes[s]["shards"]],
+            }
+            for s in split_order(split_names)
+        },
         "rows": count_rows(counts, spk, durations, labels),
         "seconds": round(time.time() - t0, 2),
     }
@@ -596,8 +718,16 @@ def synthesize_corpus(out_dir: str | os.PathLike, languages: Sequence[str] = ("e
 
 # ============================================================================ measuring prosody
 
-def estimate_f0(audio: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: float = 500.0,
-                frame_s: float = 0.04, hop_s: float = 0.01, threshold: float = 0.5) -> np.ndarray:
+
+def estimate_f0(
+    audio: np.ndarray,
+    sample_rate: int,
+    fmin: float = 60.0,
+    fmax: float = 500.0,
+    frame_s: float = 0.04,
+    hop_s: float = 0.01,
+    threshold: float = 0.5,
+) -> np.ndarray:
     """Per-frame F0 (Hz) by normalised autocorrelation; NaN for unvoiced or silent frames.
 
     Simple and dependency-free: good enough to check that synthetic emotions differ in pitch.
@@ -611,12 +741,12 @@ def estimate_f0(audio: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: f
         return np.full(0, np.nan)
     frames = np.lib.stride_tricks.sliding_window_view(x, n)[::hop]
     frames = frames - frames.mean(axis=1, keepdims=True)
-    energy = (frames ** 2).sum(axis=1)
-    loud = energy > 1e-4 * n * max(float((x ** 2).mean()), 1e-12)
+    energy = (frames**2).sum(axis=1)
+    loud = energy > 1e-4 * n * max(float((x**2).mean()), 1e-12)
     spec = np.fft.rfft(frames, 2 * n, axis=1)
-    ac = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, : n]
+    ac = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, :n]
     ac = ac / np.maximum(ac[:, :1], 1e-12)
-    window = ac[:, lag_min:lag_max + 1]
+    window = ac[:, lag_min : lag_max + 1]
     best = window.argmax(axis=1)
     peak = window[np.arange(len(window)), best]
     f0 = sample_rate / (best + lag_min)
@@ -628,11 +758,13 @@ def prosody_features(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
     f0 = estimate_f0(audio, sample_rate)
     voiced = f0[~np.isnan(f0)]
     x = np.asarray(audio, dtype=np.float64)
-    return {"f0_mean": float(voiced.mean()) if voiced.size else float("nan"),
-            "f0_std": float(voiced.std()) if voiced.size else float("nan"),
-            "rms": float(np.sqrt((x ** 2).mean())) if x.size else 0.0,
-            "duration": len(x) / sample_rate,
-            "voiced_fraction": float(voiced.size / max(len(f0), 1))}
+    return {
+        "f0_mean": float(voiced.mean()) if voiced.size else float("nan"),
+        "f0_std": float(voiced.std()) if voiced.size else float("nan"),
+        "rms": float(np.sqrt((x**2).mean())) if x.size else 0.0,
+        "duration": len(x) / sample_rate,
+        "voiced_fraction": float(voiced.size / max(len(f0), 1)),
+    }
 
 
 if __name__ == "__main__":  # the rendering worker (see _render_chunk_fresh)

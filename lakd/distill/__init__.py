@@ -12,6 +12,15 @@ from lakd.distill.cache import (
 from lakd.distill.losses import EmbeddingProjections, distillation_loss, route_matrix, teacher_weights
 
 __all__ = [
-    "CacheCorruptError", "CacheError", "CacheMismatchError", "CacheMissError", "TeacherCache", "checkpoint_hash",
-    "write_teacher_cache", "EmbeddingProjections", "distillation_loss", "route_matrix", "teacher_weights",
+    "CacheCorruptError",
+    "CacheError",
+    "CacheMismatchError",
+    "CacheMissError",
+    "TeacherCache",
+    "checkpoint_hash",
+    "write_teacher_cache",
+    "EmbeddingProjections",
+    "distillation_loss",
+    "route_matrix",
+    "teacher_weights",
 ]

@@ -22,8 +22,8 @@ import os
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,8 +35,14 @@ log = logging.getLogger("lakd.distill.cache")
 MANIFEST = "manifest.json"
 FORMAT = "lakd-teacher-cache/1"
 SHARD_PREFIX = "cache"
-CHECKPOINT_FILES = ("config.json", "lakd.json", "lakd_head.safetensors", "model.safetensors",
-                    "model.safetensors.index.json", "pytorch_model.bin")
+CHECKPOINT_FILES = (
+    "config.json",
+    "lakd.json",
+    "lakd_head.safetensors",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+)
 
 
 class CacheError(RuntimeError):
@@ -57,11 +63,15 @@ class CacheCorruptError(CacheError):
 
 # ----------------------------------------------------------------------------- fingerprints
 
+
 def checkpoint_hash(directory: str | os.PathLike) -> str:
     """sha256 over a model directory's weight files, config.json and lakd.json (names and contents)."""
     d = Path(directory)
-    files = sorted(p for p in d.iterdir() if p.name in CHECKPOINT_FILES or
-                   (p.suffix == ".safetensors" and p.is_file())) if d.is_dir() else []
+    files = (
+        sorted(p for p in d.iterdir() if p.name in CHECKPOINT_FILES or (p.suffix == ".safetensors" and p.is_file()))
+        if d.is_dir()
+        else []
+    )
     if not any(p.name == "lakd.json" for p in files):
         raise CacheError(f"teacher checkpoint {d}: not a lakd model directory (no lakd.json)")
     h = hashlib.sha256()
@@ -97,6 +107,7 @@ def teacher_language(name: str, languages: Sequence[str]) -> str | None:
 
 
 # ----------------------------------------------------------------------------- writing
+
 
 def _encode_npz(logits: np.ndarray, pooled: np.ndarray) -> bytes:
     buf = io.BytesIO()
@@ -135,7 +146,9 @@ class _CacheShardWriter:
             os.fsync(f.fileno())
         final = self.dir / f"{SHARD_PREFIX}-{len(self.shards):06d}.tar"
         os.replace(self._tmp, final)
-        self.shards.append({"path": f"{self.dir.name}/{final.name}", "sha256": sha256_file(final), "num_samples": self._count})
+        self.shards.append(
+            {"path": f"{self.dir.name}/{final.name}", "sha256": sha256_file(final), "num_samples": self._count}
+        )
         self._tar, self._tmp, self._count = None, None, 0
 
     def abort(self) -> None:
@@ -172,8 +185,15 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
 
 
 @torch.no_grad()
-def _run_teacher(model, batches, writer: _CacheShardWriter, name: str,
-                 progress: Callable[[str, int, int | None], None] | None, total: int | None, device) -> int:
+def _run_teacher(
+    model,
+    batches,
+    writer: _CacheShardWriter,
+    name: str,
+    progress: Callable[[str, int, int | None], None] | None,
+    total: int | None,
+    device,
+) -> int:
     seen: set[str] = set()
     for batch in batches:
         x = batch["input_values"].to(device)
@@ -185,7 +205,9 @@ def _run_teacher(model, batches, writer: _CacheShardWriter, name: str,
         for i, key in enumerate(batch["keys"]):
             check_key(key)
             if key in seen:
-                raise CacheError(f"sample key {key!r} occurs twice in the cached data; keys must be unique across shards")
+                raise CacheError(
+                    f"sample key {key!r} occurs twice in the cached data; keys must be unique across shards"
+                )
             seen.add(key)
             writer.add(key, _encode_npz(logits[i], pooled[i]))
         if progress is not None:
@@ -193,11 +215,21 @@ def _run_teacher(model, batches, writer: _CacheShardWriter, name: str,
     return len(seen)
 
 
-def write_teacher_cache(teacher_dirs: Mapping[str, str | os.PathLike], spec, out_dir: str | os.PathLike,
-                        labels: Sequence[str], languages: Sequence[str], data_cfg, device="cpu", batch_size: int | None = None,
-                        progress: Callable[[str, int, int | None], None] | None = None, resume: bool = True,
-                        eval_max_seconds: float | None = None, samples_per_shard: int = 1000,
-                        teacher_languages: Mapping[str, str | None] | None = None) -> dict:
+def write_teacher_cache(
+    teacher_dirs: Mapping[str, str | os.PathLike],
+    spec,
+    out_dir: str | os.PathLike,
+    labels: Sequence[str],
+    languages: Sequence[str],
+    data_cfg,
+    device="cpu",
+    batch_size: int | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    resume: bool = True,
+    eval_max_seconds: float | None = None,
+    samples_per_shard: int = 1000,
+    teacher_languages: Mapping[str, str | None] | None = None,
+) -> dict:
     """Run every teacher (eval mode, no grad) once over every sample of `spec`; return the manifest.
 
     teacher_dirs: name -> checkpoint dir (names in `languages` are per-language teachers, others teach all,
@@ -287,6 +319,7 @@ def write_teacher_cache(teacher_dirs: Mapping[str, str | os.PathLike], spec, out
 
 # ----------------------------------------------------------------------------- reading
 
+
 class TeacherCache:
     """All cached teacher knowledge in memory: per teacher a `[N, C]` logits and `[N, H_k]` embedding array.
 
@@ -295,8 +328,12 @@ class TeacherCache:
     and checks each checkpoint's hash against the manifest; without it, all cached teachers in manifest order.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, teacher_dirs: Mapping[str, str | os.PathLike] | None = None,
-                 verify: bool = True):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        teacher_dirs: Mapping[str, str | os.PathLike] | None = None,
+        verify: bool = True,
+    ):
         self.dir = Path(out_dir)
         manifest = read_manifest(self.dir)
         if manifest is None:
@@ -307,13 +344,17 @@ class TeacherCache:
         for name in names:
             entry = teachers.get(name)
             if entry is None or not entry.get("complete"):
-                raise CacheError(f"{self.dir}: teacher {name!r} is not cached (cached: {sorted(teachers)}); run `lakd cache`")
+                raise CacheError(
+                    f"{self.dir}: teacher {name!r} is not cached (cached: {sorted(teachers)}); run `lakd cache`"
+                )
             if teacher_dirs is not None:
                 now = checkpoint_hash(teacher_dirs[name])
                 if now != entry["checkpoint_hash"]:
                     raise CacheMismatchError(
-                        f"{self.dir}: teacher {name!r} at {teacher_dirs[name]} has hash {now[:16]}..., but the cache was "
-                        f"computed with {entry['checkpoint_hash'][:16]}... ({entry.get('checkpoint')}); rerun `lakd cache`")
+                        f"{self.dir}: teacher {name!r} at {teacher_dirs[name]} has hash {now[:16]}..., "
+                        f"but the cache was computed with {entry['checkpoint_hash'][:16]}... "
+                        f"({entry.get('checkpoint')}); rerun `lakd cache`"
+                    )
         self.teacher_names: list[str] = names
         self.teacher_languages: list[str | None] = [teachers[n].get("language") for n in names]
         self.labels: list[str] = list(manifest["labels"])
@@ -332,7 +373,9 @@ class TeacherCache:
             except OSError as e:
                 raise CacheCorruptError(f"{path}: cannot read cache shard ({e})") from e
             if verify and hashlib.sha256(data).hexdigest() != shard["sha256"]:
-                raise CacheCorruptError(f"{path}: sha256 differs from {self.dir / MANIFEST}; the shard is corrupt, rerun `lakd cache`")
+                raise CacheCorruptError(
+                    f"{path}: sha256 differs from {self.dir / MANIFEST}; the shard is corrupt, rerun `lakd cache`"
+                )
             try:
                 with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
                     for member in tar:
@@ -346,7 +389,9 @@ class TeacherCache:
             except (tarfile.TarError, OSError, ValueError, KeyError) as e:
                 raise CacheCorruptError(f"{path}: unreadable cache shard ({e}); rerun `lakd cache`") from e
         if len(rows) != entry["num_samples"]:
-            raise CacheCorruptError(f"{self.dir}/{name}: {len(rows)} samples in the shards, manifest says {entry['num_samples']}")
+            raise CacheCorruptError(
+                f"{self.dir}/{name}: {len(rows)} samples in the shards, manifest says {entry['num_samples']}"
+            )
         self._logits.append(np.stack(logits).astype(np.float32, copy=False))
         self._pooled.append(np.stack(pooled).astype(np.float32, copy=False))
         self._rows.append(rows)
@@ -368,8 +413,10 @@ class TeacherCache:
             try:
                 idx = np.fromiter((rows[k] for k in keys), dtype=np.int64, count=len(keys))
             except KeyError as e:
-                raise CacheMissError(f"sample key {e.args[0]!r} has no cached knowledge of teacher {name!r} in {self.dir} "
-                                     "(was the cache computed on other shards? rerun `lakd cache`)") from None
+                raise CacheMissError(
+                    f"sample key {e.args[0]!r} has no cached knowledge of teacher {name!r} in {self.dir} "
+                    "(was the cache computed on other shards? rerun `lakd cache`)"
+                ) from None
             logits.append(torch.from_numpy(lg[idx]))
             embeds.append(torch.from_numpy(pl[idx]))
         return torch.stack(logits), embeds

@@ -11,7 +11,7 @@ the same lambda our KL term is C times larger than theirs. See docs/method.md.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,15 @@ def route_matrix(teacher_languages: Sequence[str | None], languages: Sequence[st
     return table / table.sum(-1, keepdim=True)
 
 
-def teacher_weights(mode: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, language_ids: torch.Tensor | None,
-                    teacher_languages: Sequence[str | None], languages: Sequence[str], tau: float = 0.25) -> torch.Tensor:
+def teacher_weights(
+    mode: str,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    language_ids: torch.Tensor | None,
+    teacher_languages: Sequence[str | None],
+    languages: Sequence[str],
+    tau: float = 0.25,
+) -> torch.Tensor:
     """Per-sample weights over the K teachers, `[B, K]`, rows summing to 1, never carrying gradient.
 
     - route: one-hot on the teacher of the sample's language (see `route_matrix` for the fallbacks);
@@ -81,10 +88,19 @@ class EmbeddingProjections(nn.ModuleList):
         super().__init__(nn.Linear(student_dim, d) if d != student_dim else nn.Identity() for d in teacher_dims)
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                      temperature: float, kd_weight: float, class_weights: torch.Tensor | None = None,
-                      student_embed: torch.Tensor | None = None, teacher_embeds: Sequence[torch.Tensor] | None = None,
-                      embed_weight: float = 0.0, projections: nn.ModuleList | None = None) -> dict[str, torch.Tensor]:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: float,
+    kd_weight: float,
+    class_weights: torch.Tensor | None = None,
+    student_embed: torch.Tensor | None = None,
+    teacher_embeds: Sequence[torch.Tensor] | None = None,
+    embed_weight: float = 0.0,
+    projections: nn.ModuleList | None = None,
+) -> dict[str, torch.Tensor]:
     """CE + temperature-scaled, teacher-weighted KL (+ optional embedding term); returns loss, ce, kl, embed.
 
     Shapes: student_logits `[B, C]`, teacher_logits `[K, B, C]`, labels `[B]`, weights `[B, K]`,
@@ -92,7 +108,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     Computed in float32 whatever the autocast dtype.
     """
     if teacher_logits.dim() != 3 or teacher_logits.shape[1:] != student_logits.shape:
-        raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} must be [K, B, C] with [B, C] = {tuple(student_logits.shape)}")
+        raise ValueError(
+            f"teacher_logits {tuple(teacher_logits.shape)} must be [K, B, C] "
+            f"with [B, C] = {tuple(student_logits.shape)}"
+        )
     k = teacher_logits.shape[0]
     if weights.shape != (student_logits.shape[0], k):
         raise ValueError(f"weights {tuple(weights.shape)} must be [B, K] = {(student_logits.shape[0], k)}")
@@ -105,7 +124,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     log_p_s = F.log_softmax(s / temperature, dim=-1)  # [B, C]
     log_p_t = F.log_softmax(t / temperature, dim=-1)  # [K, B, C]
     kl_kb = (log_p_t.exp() * (log_p_t - log_p_s.unsqueeze(0))).sum(-1)  # [K, B]
-    kl = (temperature ** 2) * (w * kl_kb.transpose(0, 1)).sum(-1).mean()
+    kl = (temperature**2) * (w * kl_kb.transpose(0, 1)).sum(-1).mean()
 
     embed = s.new_zeros(())
     if teacher_embeds is not None and student_embed is not None:
@@ -115,8 +134,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
         for i, te in enumerate(teacher_embeds):
             se = projections[i](student_embed) if projections is not None else student_embed
             if se.shape[-1] != te.shape[-1]:
-                raise ValueError(f"student embedding size {se.shape[-1]} != teacher {i}'s {te.shape[-1]}: "
-                                 "pass EmbeddingProjections(student_dim, teacher_dims)")
+                raise ValueError(
+                    f"student embedding size {se.shape[-1]} != teacher {i}'s {te.shape[-1]}: "
+                    "pass EmbeddingProjections(student_dim, teacher_dims)"
+                )
             cos.append(F.cosine_similarity(se.float(), te.detach().float().to(s.device), dim=-1))
         embed = (w * (1.0 - torch.stack(cos, dim=-1))).sum(-1).mean()
     elif embed_weight > 0:

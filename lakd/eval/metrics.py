@@ -16,7 +16,7 @@ within one sequence.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -126,9 +126,16 @@ def _resolve_metric(metric: str | MetricFn) -> MetricFn:
 MIN_CLUSTERS = 5  # fewer speakers than this: a speaker bootstrap is degenerate (one speaker -> zero width)
 
 
-def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], metric: str | MetricFn = "ua", n: int = 1000,
-                 seed: int = 0, alpha: float = 0.05, clusters: Sequence[Hashable] | None = None,
-                 min_clusters: int = MIN_CLUSTERS) -> dict:
+def bootstrap_ci(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    metric: str | MetricFn = "ua",
+    n: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    clusters: Sequence[Hashable] | None = None,
+    min_clusters: int = MIN_CLUSTERS,
+) -> dict:
     """Percentile bootstrap confidence interval of `metric` ("ua", "wa" or `f(y_true, y_pred) -> float`).
 
     Without `clusters`, utterances are resampled with replacement. With `clusters` (one speaker id per
@@ -148,8 +155,14 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], metric: str | Met
     if len(t) != len(p):
         raise ValueError(f"y_true has {len(t)} items but y_pred has {len(p)}")
     if len(t) == 0:
-        return {"point": float("nan"), "low": float("nan"), "high": float("nan"), "n": n, "alpha": alpha,
-                "clustered": clusters is not None}
+        return {
+            "point": float("nan"),
+            "low": float("nan"),
+            "high": float("nan"),
+            "n": n,
+            "alpha": alpha,
+            "clustered": clusters is not None,
+        }
     fn = _resolve_metric(metric)
     point = float(fn(t, p))
     rng = np.random.default_rng(seed)
@@ -180,13 +193,27 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], metric: str | Met
         else:
             stats[b] = fn(t[idx], p[idx])
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return {"point": point, "low": float(low), "high": float(high), "n": n, "alpha": alpha,
-            "clustered": groups is not None}
+    return {
+        "point": point,
+        "low": float(low),
+        "high": float(high),
+        "n": n,
+        "alpha": alpha,
+        "clustered": groups is not None,
+    }
 
 
-def grouped_metrics(y_true: Sequence, y_pred: Sequence, groups: Sequence[str], labels: Sequence[str], *,
-                    n_bootstrap: int = 0, seed: int = 0, alpha: float = 0.05,
-                    clusters: Sequence[Hashable] | None = None) -> dict:
+def grouped_metrics(
+    y_true: Sequence,
+    y_pred: Sequence,
+    groups: Sequence[str],
+    labels: Sequence[str],
+    *,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    alpha: float = 0.05,
+    clusters: Sequence[Hashable] | None = None,
+) -> dict:
     """Metrics overall and per group (language): ``{"overall": {...}, "groups": {lang: {...}}, "mean_ua": float}``.
 
     ``mean_ua`` is the unweighted mean of the per-language UAs (each language counts equally, whatever its
@@ -208,12 +235,15 @@ def grouped_metrics(y_true: Sequence, y_pred: Sequence, groups: Sequence[str], l
         if n_bootstrap > 0:
             sub_cl = None if cl is None else cl[mask]
             for name in ("ua", "wa"):
-                m[f"{name}_ci"] = bootstrap_ci(t[mask], p[mask], name, n=n_bootstrap, seed=seed, alpha=alpha,
-                                               clusters=sub_cl)
+                m[f"{name}_ci"] = bootstrap_ci(
+                    t[mask], p[mask], name, n=n_bootstrap, seed=seed, alpha=alpha, clusters=sub_cl
+                )
         return m
 
-    result = {"overall": entry(np.ones(len(t), dtype=bool)),
-              "groups": {name: entry(g == name) for name in sorted(set(g.tolist()))}}
+    result = {
+        "overall": entry(np.ones(len(t), dtype=bool)),
+        "groups": {name: entry(g == name) for name in sorted(set(g.tolist()))},
+    }
     uas = [v["ua"] for v in result["groups"].values()]
     result["mean_ua"] = float(np.mean(uas)) if uas else float("nan")
     return result

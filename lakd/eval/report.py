@@ -14,8 +14,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +38,16 @@ def _speakers_usable(speakers: Sequence | None, n: int) -> bool:
     return speakers is not None and len(speakers) == n and n > 0 and all(s not in (None, "") for s in speakers)
 
 
-def build_report(pred: Mapping[str, Any], labels: Sequence[str], *, n_bootstrap: int = 1000, seed: int = 0,
-                 alpha: float = 0.05, title: str = "", cluster_by_speaker: bool = True) -> dict:
+def build_report(
+    pred: Mapping[str, Any],
+    labels: Sequence[str],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    title: str = "",
+    cluster_by_speaker: bool = True,
+) -> dict:
     """Compute the metric set (per language + overall, with bootstrap CIs) from predictions.
 
     CIs resample speakers when every utterance has a speaker id and `cluster_by_speaker` is true,
@@ -50,15 +59,27 @@ def build_report(pred: Mapping[str, Any], labels: Sequence[str], *, n_bootstrap:
     languages = [str(x) for x in pred["languages"]]
     speakers = pred.get("speakers")
     clustered = cluster_by_speaker and _speakers_usable(speakers, len(y_true))
-    metrics = grouped_metrics(y_true, y_pred, languages, labels, n_bootstrap=n_bootstrap, seed=seed, alpha=alpha,
-                              clusters=list(speakers) if clustered else None)
+    metrics = grouped_metrics(
+        y_true,
+        y_pred,
+        languages,
+        labels,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        alpha=alpha,
+        clusters=list(speakers) if clustered else None,
+    )
     report = {
         "title": title,
         "labels": labels,
         "n": len(y_true),
-        "bootstrap": {"n": n_bootstrap, "seed": seed, "alpha": alpha,
-                      "unit": "speaker" if clustered else "utterance",
-                      "min_speakers": MIN_CLUSTERS},
+        "bootstrap": {
+            "n": n_bootstrap,
+            "seed": seed,
+            "alpha": alpha,
+            "unit": "speaker" if clustered else "utterance",
+            "min_speakers": MIN_CLUSTERS,
+        },
         "metrics": metrics,
     }
     probs = pred.get("probs")
@@ -75,6 +96,7 @@ def build_report(pred: Mapping[str, Any], labels: Sequence[str], *, n_bootstrap:
 
 # ----------------------------------------------------------------------------------------------- tables
 
+
 def _cell(value: Any, float_fmt: str) -> str:
     if value is None:
         return "–"
@@ -83,8 +105,14 @@ def _cell(value: Any, float_fmt: str) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *, fmt: str = "markdown",
-                 title: str | None = None, float_fmt: str = "{:.3f}"):
+def format_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    fmt: str = "markdown",
+    title: str | None = None,
+    float_fmt: str = "{:.3f}",
+):
     """Render rows (dicts) as a markdown table (``fmt="markdown"``, returns str), aligned plain text
     (``"plain"``, str) or a ``rich.table.Table`` (``"rich"``) for console output.
 
@@ -110,7 +138,10 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
         return "\n".join(lines) + "\n"
     if fmt == "plain":
         widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-        fmt_row = lambda vals: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths)))  # noqa: E731
+
+        def fmt_row(vals):
+            return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths)))
+
         lines = ([title] if title else []) + [fmt_row([str(c) for c in columns])] + [fmt_row(r) for r in cells]
         return "\n".join(lines) + "\n"
     raise ValueError(f"format_table: fmt must be markdown, plain or rich, got {fmt!r}")
@@ -132,29 +163,53 @@ def summary_rows(report: Mapping) -> list[dict]:
     """One row per language plus "overall": n, UA and WA in percent (with CIs when computed), macro-F1."""
     m = report["metrics"]
     entries = list(m["groups"].items()) + [("overall", m["overall"])]
-    return [{"language": name, "n": e["n"], "UA %": _with_ci(e, "ua"), "WA %": _with_ci(e, "wa"),
-             "macro-F1 %": _pct(e.get("macro_f1"))} for name, e in entries]
+    return [
+        {
+            "language": name,
+            "n": e["n"],
+            "UA %": _with_ci(e, "ua"),
+            "WA %": _with_ci(e, "wa"),
+            "macro-F1 %": _pct(e.get("macro_f1")),
+        }
+        for name, e in entries
+    ]
 
 
 def per_class_rows(report: Mapping) -> list[dict]:
     """Per-class recall (percent) per language and overall."""
     m = report["metrics"]
     entries = list(m["groups"].items()) + [("overall", m["overall"])]
-    return [{"language": name, **{label: _pct(e["per_class_recall"][label]) for label in report["labels"]}}
-            for name, e in entries]
+    return [
+        {"language": name, **{label: _pct(e["per_class_recall"][label]) for label in report["labels"]}}
+        for name, e in entries
+    ]
 
 
 def to_markdown(report: Mapping, confusion_files: Mapping[str, Mapping[str, str]] | None = None) -> str:
     b = report["bootstrap"]
     parts = [f"# Evaluation: {report['title']}" if report.get("title") else "# Evaluation", ""]
-    parts.append(f"{report['n']} utterances. UA = mean recall over the classes present; WA = accuracy. "
-                 + (f"Brackets: {100 * (1 - b['alpha']):.0f}% percentile bootstrap CI ({b['n']} resamples of "
-                    f"{b['unit']}s, seed {b['seed']}"
-                    + (f"; utterances where a group has fewer than {b.get('min_speakers', 5)} speakers" if b["unit"] == "speaker" else "")
-                    + ")." if b["n"] else "No bootstrap CIs."))
+    parts.append(
+        f"{report['n']} utterances. UA = mean recall over the classes present; WA = accuracy. "
+        + (
+            f"Brackets: {100 * (1 - b['alpha']):.0f}% percentile bootstrap CI ({b['n']} resamples of "
+            f"{b['unit']}s, seed {b['seed']}"
+            + (
+                f"; utterances where a group has fewer than {b.get('min_speakers', 5)} speakers"
+                if b["unit"] == "speaker"
+                else ""
+            )
+            + ")."
+            if b["n"]
+            else "No bootstrap CIs."
+        )
+    )
     parts.append(f"Mean UA over languages: {_pct(report['metrics']['mean_ua'])}%.")
-    parts += ["", format_table(summary_rows(report), title="UA / WA"), "",
-              format_table(per_class_rows(report), title="Recall per class (%)")]
+    parts += [
+        "",
+        format_table(summary_rows(report), title="UA / WA"),
+        "",
+        format_table(per_class_rows(report), title="Recall per class (%)"),
+    ]
     if confusion_files:
         parts += ["", "## Confusion matrices (rows = reference, columns = prediction)", ""]
         for name, files in confusion_files.items():
@@ -167,8 +222,10 @@ def to_markdown(report: Mapping, confusion_files: Mapping[str, Mapping[str, str]
 
 # ---------------------------------------------------------------------------------------------- figures
 
-def plot_confusion(matrix: Sequence[Sequence[float]], labels: Sequence[str], path: str | Path, *,
-                   normalized: bool, title: str = "") -> Path:
+
+def plot_confusion(
+    matrix: Sequence[Sequence[float]], labels: Sequence[str], path: str | Path, *, normalized: bool, title: str = ""
+) -> Path:
     """Write one confusion-matrix PNG (rows = reference); counts as integers, normalized as percentages."""
     import matplotlib
 
@@ -189,8 +246,9 @@ def plot_confusion(matrix: Sequence[Sequence[float]], labels: Sequence[str], pat
         for i in range(n):
             for j in range(n):
                 text = f"{100 * m[i, j]:.0f}" if normalized else f"{int(m[i, j])}"
-                ax.text(j, i, text, ha="center", va="center", color="white" if m[i, j] > threshold else "black",
-                        fontsize=9)
+                ax.text(
+                    j, i, text, ha="center", va="center", color="white" if m[i, j] > threshold else "black", fontsize=9
+                )
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()
         buf = io.BytesIO()
@@ -230,14 +288,21 @@ def write_report(report: Mapping, out_dir: str | Path, *, figures: bool = True) 
             files = {}
             for kind, key in (("counts", "confusion"), ("normalized", "confusion_normalized")):
                 rel = f"{CONFUSION_DIR}/{_safe_name(name)}_{kind}.png"
-                plot_confusion(entry[key], report["labels"], out / rel, normalized=kind == "normalized",
-                               title=f"{name} ({'row-normalized %' if kind == 'normalized' else 'counts'}, n={entry['n']})")
+                plot_confusion(
+                    entry[key],
+                    report["labels"],
+                    out / rel,
+                    normalized=kind == "normalized",
+                    title=f"{name} ({'row-normalized %' if kind == 'normalized' else 'counts'}, n={entry['n']})",
+                )
                 files[kind] = rel
                 written[f"confusion_{name}_{kind}"] = str(out / rel)
             confusion_files[name] = files
     body = {k: v for k, v in report.items() if k != "predictions"}
     body["files"] = {"predictions": PREDICTIONS_CSV, "markdown": REPORT_MD, "confusion": confusion_files}
-    _atomic_write_bytes(out / REPORT_JSON, (json.dumps(_json_clean(body), indent=1, ensure_ascii=False) + "\n").encode())
+    _atomic_write_bytes(
+        out / REPORT_JSON, (json.dumps(_json_clean(body), indent=1, ensure_ascii=False) + "\n").encode()
+    )
     written["json"] = str(out / REPORT_JSON)
     _atomic_write_bytes(out / REPORT_MD, to_markdown(report, confusion_files).encode())
     written["markdown"] = str(out / REPORT_MD)
@@ -247,8 +312,10 @@ def write_report(report: Mapping, out_dir: str | Path, *, figures: bool = True) 
         w = csv.writer(buf)
         labels = report["labels"]
         has_probs = pred.get("probs") is not None
-        w.writerow(["key", "language", "speaker", "label", "prediction", "correct"]
-                   + ([f"p_{label}" for label in labels] if has_probs else []))
+        w.writerow(
+            ["key", "language", "speaker", "label", "prediction", "correct"]
+            + ([f"p_{label}" for label in labels] if has_probs else [])
+        )
         for i in range(len(pred["y_true"])):
             t, p = pred["y_true"][i], pred["y_pred"][i]
             row = [pred["keys"][i], pred["languages"][i], pred["speakers"][i] or "", labels[t], labels[p], int(t == p)]

@@ -40,31 +40,39 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
-from lakd.config import (Config, ConfigError, LaunchConfig, StageResources, WandbConfig, dataclass_from_dict, config_hash,
-                         save_config)
+from lakd.config import (
+    Config,
+    ConfigError,
+    LaunchConfig,
+    StageResources,
+    WandbConfig,
+    config_hash,
+    dataclass_from_dict,
+    save_config,
+)
 from lakd.data.shards import atomic_write_json
 
 log = logging.getLogger("lakd.launch")
 
 STAGES = ("shards", "teachers", "cache", "student", "evaluate")
 # other names accepted as keys of launch.resources (the built-in configs say "teacher")
-STAGE_ALIASES = {"prepare": "shards", "data": "shards", "teacher": "teachers", "distill": "student",
-                 "eval": "evaluate"}
+STAGE_ALIASES = {"prepare": "shards", "data": "shards", "teacher": "teachers", "distill": "student", "eval": "evaluate"}
 DEFAULT_RECIPES = {
-    "shards": "lakd.recipes.prepare:run",            # run(cfg) -> data dir | None
+    "shards": "lakd.recipes.prepare:run",  # run(cfg) -> data dir | None
     "teachers": "lakd.recipes.finetune:run_teacher",  # run_teacher(cfg, language) -> checkpoint dir
-    "cache": "lakd.recipes.cache:run",               # run(cfg, teacher_dirs) -> cache dir
-    "student": "lakd.recipes.distill:run",           # run(cfg, teacher_dirs, cache_dir | None) -> checkpoint dir
-    "evaluate": "lakd.recipes.evaluate:run",         # run(cfg, checkpoint_dir) -> report dict
+    "cache": "lakd.recipes.cache:run",  # run(cfg, teacher_dirs) -> cache dir
+    "student": "lakd.recipes.distill:run",  # run(cfg, teacher_dirs, cache_dir | None) -> checkpoint dir
+    "evaluate": "lakd.recipes.evaluate:run",  # run(cfg, checkpoint_dir) -> report dict
 }
 EXECUTORS = ("slurm", "local", "debug")
 STATES = ("pending", "running", "done", "failed")
 MAX_TIMEOUT_REQUEUES = 20  # submitit's own count of time-out requeues (preemptions are not counted)
-MAX_REQUEUES = 50          # requeues of one unit after the training loop stopped on a signal
+MAX_REQUEUES = 50  # requeues of one unit after the training loop stopped on a signal
 
 Recipe = Callable[..., Any] | str
 
@@ -74,6 +82,7 @@ class LaunchError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- the graph
+
 
 @dataclass
 class Stage:
@@ -99,8 +108,10 @@ class Stage:
 def canonical_stage(name: str) -> str:
     name = STAGE_ALIASES.get(name, name)
     if name not in STAGES:
-        raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGES)} "
-                          f"(also accepted: {', '.join(sorted(STAGE_ALIASES))})")
+        raise ConfigError(
+            f"unknown stage {name!r}; stages are {', '.join(STAGES)} "
+            f"(also accepted: {', '.join(sorted(STAGE_ALIASES))})"
+        )
     return name
 
 
@@ -120,8 +131,10 @@ def stage_resources(cfg: Config, stage: str) -> StageResources:
         merged.update(entry)
     for key in table:  # an unknown stage name is an error, not a silently ignored entry
         if key != "default" and STAGE_ALIASES.get(key, key) not in STAGES:
-            raise ConfigError(f"launch.resources.{key}: unknown stage; stages are default, {', '.join(STAGES)} "
-                              f"(also accepted: {', '.join(sorted(STAGE_ALIASES))})")
+            raise ConfigError(
+                f"launch.resources.{key}: unknown stage; stages are default, {', '.join(STAGES)} "
+                f"(also accepted: {', '.join(sorted(STAGE_ALIASES))})"
+            )
     return dataclass_from_dict(StageResources, merged, where=f"launch.resources.{stage}")
 
 
@@ -141,8 +154,9 @@ def _data_present(cfg: Config) -> bool:
     return True
 
 
-def build_graph(cfg: Config, run_dir: str | os.PathLike | None = None,
-                recipes: dict[str, Recipe] | None = None) -> list[Stage]:
+def build_graph(
+    cfg: Config, run_dir: str | os.PathLike | None = None, recipes: dict[str, Recipe] | None = None
+) -> list[Stage]:
     """The stages this config needs, in run order.
 
     `shards` only when the config synthesizes its corpus (`synth:`) and the data is not there yet; `cache`
@@ -158,8 +172,9 @@ def build_graph(cfg: Config, run_dir: str | os.PathLike | None = None,
     stages.append(Stage("teachers", recipes["teachers"], after=teachers_after, items=tuple(cfg.languages)))
     if cfg.distill.use_cache:
         stages.append(Stage("cache", recipes["cache"], after=("teachers",)))
-    stages.append(Stage("student", recipes["student"], after=("teachers", "cache") if cfg.distill.use_cache
-                        else ("teachers",)))
+    stages.append(
+        Stage("student", recipes["student"], after=("teachers", "cache") if cfg.distill.use_cache else ("teachers",))
+    )
     stages.append(Stage("evaluate", recipes["evaluate"], after=("student",)))
     for s in stages:
         s.resources = stage_resources(cfg, s.name)
@@ -167,6 +182,7 @@ def build_graph(cfg: Config, run_dir: str | os.PathLike | None = None,
 
 
 # ------------------------------------------------------------------------------------ per-unit markers
+
 
 def unit_dir(run_dir: str | os.PathLike, stage: str, item: str | None = None) -> Path:
     d = Path(run_dir) / "stages" / stage
@@ -291,6 +307,7 @@ def resolve_recipe(recipe: Recipe) -> Callable[..., Any]:
 
 # ------------------------------------------------------------------------------------- the job callable
 
+
 def _is_preempted(error: BaseException) -> bool:
     """lakd.train.engine.Preempted (duck-typed: importing the engine would import torch)."""
     return type(error).__name__ == "Preempted" and getattr(error, "exit_code", None) == 75
@@ -331,8 +348,16 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
     done.json exists returns its recorded output at once.
     """
 
-    def __init__(self, stage: str, item: str | None, recipe: Recipe, cfg: Config, run_dir: str,
-                 inputs: tuple[str, ...] = (), input_items: dict[str, tuple[str, ...]] | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        item: str | None,
+        recipe: Recipe,
+        cfg: Config,
+        run_dir: str,
+        inputs: tuple[str, ...] = (),
+        input_items: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.stage = stage
         self.item = item
         self.recipe = recipe
@@ -358,8 +383,15 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
             return done.get("output")
         if main:
             env = _job_env()
-            info: dict[str, Any] = {"state": "running", "started_at": _now(), "ended_at": None, "error": None,
-                                    "host": socket.gethostname(), "pid": os.getpid(), "incr_attempts": 1}
+            info: dict[str, Any] = {
+                "state": "running",
+                "started_at": _now(),
+                "ended_at": None,
+                "error": None,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "incr_attempts": 1,
+            }
             if env is not None:
                 with contextlib.suppress(Exception):
                     info.update(job_id=str(env.job_id), stdout=str(env.paths.stdout), stderr=str(env.paths.stderr))
@@ -372,17 +404,30 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
             if _is_preempted(e):
                 self._requeue_after_preemption(e, main)  # exits unless requeueing is impossible
             if main:
-                update_state(self.udir, state="failed", ended_at=_now(), error=f"{type(e).__name__}: {e}",
-                             traceback=traceback.format_exc(limit=20))
+                update_state(
+                    self.udir,
+                    state="failed",
+                    ended_at=_now(),
+                    error=f"{type(e).__name__}: {e}",
+                    traceback=traceback.format_exc(limit=20),
+                )
             raise
         except KeyboardInterrupt:
             if main:
                 update_state(self.udir, state="failed", ended_at=_now(), error="interrupted (KeyboardInterrupt)")
             raise
         if main:
-            atomic_write_json(self.udir / "done.json", {
-                "stage": self.stage, "item": self.item, "output": _jsonable(output),
-                "config_hash": work_hash(self.cfg), "finished_at": _now(), "seconds": round(time.time() - t0, 3)})
+            atomic_write_json(
+                self.udir / "done.json",
+                {
+                    "stage": self.stage,
+                    "item": self.item,
+                    "output": _jsonable(output),
+                    "config_hash": work_hash(self.cfg),
+                    "finished_at": _now(),
+                    "seconds": round(time.time() - t0, 3),
+                },
+            )
             update_state(self.udir, state="done", ended_at=_now())
         return output
 
@@ -393,7 +438,11 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
         at the next step and raises Preempted, and `_requeue_after_preemption` requeues the job, so no step
         is lost. Outside a training loop submitit's own handler runs (checkpoint() + requeue at once)."""
         env = _job_env()
-        if env is None or env.cluster not in ("slurm", "local") or threading.current_thread() is not threading.main_thread():
+        if (
+            env is None
+            or env.cluster not in ("slurm", "local")
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return
         usr = env._usr_sig()
         if usr == signal.SIGUSR1:  # the training loop's handler replaces submitit's: nothing to bridge
@@ -417,8 +466,7 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
         if not main:  # rank 0 requeues the whole job; the other ranks wait to be stopped with it
             time.sleep(120)
             sys.exit(-1)
-        st = update_state(self.udir, state="pending", note=f"preempted: {error}", incr_requeues=1,
-                          requeued_at=_now())
+        st = update_state(self.udir, state="pending", note=f"preempted: {error}", incr_requeues=1, requeued_at=_now())
         if env is None or env.cluster not in ("slurm", "local") or st["requeues"] > MAX_REQUEUES:
             return  # cannot requeue here (debug executor, direct call) or too often: the unit fails
         log.warning("%s: %s; requeueing job %s", self.label, error, env.job_id)
@@ -430,12 +478,14 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Preempted or timed out: mark the unit pending (requeued) and resubmit this same task."""
-        update_state(self.udir, state="pending", note="requeued after preemption/time-out",
-                     incr_requeues=1, requeued_at=_now())
+        update_state(
+            self.udir, state="pending", note="requeued after preemption/time-out", incr_requeues=1, requeued_at=_now()
+        )
         return super().checkpoint(*args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- executors
+
 
 def _signal_delay_s(time_min: int) -> int:
     """Seconds before the time limit at which SLURM signals the job to checkpoint (submitit default 90)."""
@@ -448,8 +498,7 @@ def _source_root() -> str:
     return str(Path(lakd.__file__).resolve().parents[1])
 
 
-def make_executor(kind: str, folder: str | os.PathLike, res: StageResources, name: str,
-                  dependency: str | None = None):
+def make_executor(kind: str, folder: str | os.PathLike, res: StageResources, name: str, dependency: str | None = None):
     """A submitit executor for one stage. `kind` is always explicit: submitit's AutoExecutor would pick SLURM
     whenever sbatch is on PATH."""
     import submitit
@@ -459,8 +508,12 @@ def make_executor(kind: str, folder: str | os.PathLike, res: StageResources, nam
     # requeues after a time-out (preemptions are not counted): long trainings chain many time-limited jobs
     extra = {"slurm_max_num_timeout": MAX_TIMEOUT_REQUEUES} if kind == "slurm" else {}
     ex = submitit.AutoExecutor(folder=folder, cluster=kind, **extra)
-    params: dict[str, Any] = {"name": name, "timeout_min": int(res.time_min), "nodes": int(res.nodes),
-                              "tasks_per_node": int(res.tasks_per_node)}
+    params: dict[str, Any] = {
+        "name": name,
+        "timeout_min": int(res.time_min),
+        "nodes": int(res.nodes),
+        "tasks_per_node": int(res.tasks_per_node),
+    }
     if res.gpus:
         params["gpus_per_node"] = int(res.gpus)
     if kind == "slurm":
@@ -470,8 +523,10 @@ def make_executor(kind: str, folder: str | os.PathLike, res: StageResources, nam
             if value:
                 params[f"slurm_{key}"] = str(value)
         root = _source_root()
-        params["slurm_setup"] = [f"export PYTHONPATH={shlex.quote(root)}${{PYTHONPATH:+:$PYTHONPATH}}",
-                                 *[str(line) for line in res.setup]]
+        params["slurm_setup"] = [
+            f"export PYTHONPATH={shlex.quote(root)}${{PYTHONPATH:+:$PYTHONPATH}}",
+            *[str(line) for line in res.setup],
+        ]
         params["slurm_signal_delay_s"] = _signal_delay_s(int(res.time_min))
         params["slurm_additional_parameters"] = {"requeue": True}  # requeue-able even where JobRequeue=0
         if dependency:
@@ -488,28 +543,59 @@ def _base_job_id(job_id: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- launch
 
+
 def _graph_record(cfg: Config, stages: list[Stage], kind: str) -> dict:
-    return {"executor": kind, "launched_at": _now(), "config_hash": config_hash(cfg), "name": cfg.name,
-            "stages": [{"name": s.name, "items": list(s.items), "after": list(s.after),
-                        "resources": dataclasses.asdict(s.resources)} for s in stages]}
+    return {
+        "executor": kind,
+        "launched_at": _now(),
+        "config_hash": config_hash(cfg),
+        "name": cfg.name,
+        "stages": [
+            {
+                "name": s.name,
+                "items": list(s.items),
+                "after": list(s.after),
+                "resources": dataclasses.asdict(s.resources),
+            }
+            for s in stages
+        ],
+    }
 
 
 def _task(stage: Stage, item: str | None, cfg: Config, run_dir: Path, items: dict[str, tuple[str, ...]]) -> StageTask:
-    return StageTask(stage.name, item, stage.recipe, cfg, str(run_dir), stage.after,
-                     {s: items[s] for s in stage.after if items.get(s)})
+    return StageTask(
+        stage.name,
+        item,
+        stage.recipe,
+        cfg,
+        str(run_dir),
+        stage.after,
+        {s: items[s] for s in stage.after if items.get(s)},
+    )
 
 
 def _warn_changed_config(stage: Stage, run_dir: Path, h: str) -> None:
     for u in stage.units:
         done = read_done(unit_dir(run_dir, stage.name, u)) or {}
         if done.get("config_hash") not in (None, h):
-            log.warning("%s was done with another config (hash %s, now %s): kept. Delete %s and the recipe's "
-                        "output to redo it.", stage.name + (f"[{u}]" if u else ""), done["config_hash"], h,
-                        unit_dir(run_dir, stage.name, u))
+            log.warning(
+                "%s was done with another config (hash %s, now %s): kept. Delete %s and the recipe's "
+                "output to redo it.",
+                stage.name + (f"[{u}]" if u else ""),
+                done["config_hash"],
+                h,
+                unit_dir(run_dir, stage.name, u),
+            )
 
 
-def launch(cfg: Config, run_dir: str | os.PathLike | None = None, executor: str | None = None,
-           wait: bool = True, recipes: dict[str, Recipe] | None = None, poll_s: float | None = None) -> dict:
+def launch(
+    cfg: Config,
+    run_dir: str | os.PathLike | None = None,
+    executor: str | None = None,
+    wait: bool = True,
+    recipes: dict[str, Recipe] | None = None,
+    poll_s: float | None = None,
+) -> dict:
     """Run (or resume) the job graph of `cfg` in `run_dir`; units with done.json are skipped.
 
     `executor`: slurm | local | debug (default cfg.launch.executor). With slurm and `wait=False` this returns
@@ -520,8 +606,9 @@ def launch(cfg: Config, run_dir: str | os.PathLike | None = None, executor: str 
     if kind not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
     if not wait and kind != "slurm":
-        raise ValueError(f"wait=False needs the slurm executor: with {kind!r} the stages run one after another "
-                         "from this process")
+        raise ValueError(
+            f"wait=False needs the slurm executor: with {kind!r} the stages run one after another from this process"
+        )
     run_dir = Path(run_dir or cfg.run_dir).resolve()
     cfg = cfg.copy(run_dir=str(run_dir))  # jobs may start in another working directory
     stages = build_graph(cfg, run_dir, recipes)
@@ -548,8 +635,16 @@ def launch(cfg: Config, run_dir: str | os.PathLike | None = None, executor: str 
 
 
 def _mark_submitted(udir: Path, kind: str) -> None:
-    update_state(udir, state="pending", executor=kind, submitted_at=_now(), started_at=None, ended_at=None,
-                 error=None, job_id=None)
+    update_state(
+        udir,
+        state="pending",
+        executor=kind,
+        submitted_at=_now(),
+        started_at=None,
+        ended_at=None,
+        error=None,
+        job_id=None,
+    )
 
 
 def _record_job(udir: Path, job: Any) -> None:
@@ -573,12 +668,17 @@ def _refuse_live_duplicates(run_dir: Path, stages: list[Stage]) -> None:
     if not open_units:
         return
     live = slurm_job_states(open_units.values()) or {}
-    busy = {k: j for k, j in open_units.items() if live.get(j, live.get(_base_job_id(j))) in SLURM_WAITING + SLURM_RUNNING}
+    busy = {
+        k: j for k, j in open_units.items() if live.get(j, live.get(_base_job_id(j))) in SLURM_WAITING + SLURM_RUNNING
+    }
     if busy:
         listing = ", ".join(f"{k} (job {j})" for k, j in busy.items())
-        raise LaunchError(f"{run_dir} is still queued or running on SLURM: {listing}. Wait for it "
-                          f"(lakd status {run_dir}) or cancel it (scancel {' '.join(sorted({_base_job_id(j) for j in busy.values()}))}) "
-                          "before launching again.")
+        raise LaunchError(
+            f"{run_dir} is still queued or running on SLURM: {listing}. Wait for it "
+            f"(lakd status {run_dir}) or cancel it "
+            f"(scancel {' '.join(sorted({_base_job_id(j) for j in busy.values()}))}) "
+            "before launching again."
+        )
 
 
 def _submit_slurm(cfg: Config, run_dir: Path, stages: list[Stage], items: dict, summary: dict) -> dict:
@@ -593,8 +693,13 @@ def _submit_slurm(cfg: Config, run_dir: Path, stages: list[Stage], items: dict, 
             log.info("stage %s: done, skipped", stage.name)
             continue
         deps = sorted({_base_job_id(j.job_id) for s in stage.after for _, j in submitted.get(s, [])})
-        ex = make_executor("slurm", run_dir / "stages" / stage.name / "logs" / "%j", stage.resources,
-                           f"{cfg.name}-{stage.name}", dependency=("afterok:" + ":".join(deps)) if deps else None)
+        ex = make_executor(
+            "slurm",
+            run_dir / "stages" / stage.name / "logs" / "%j",
+            stage.resources,
+            f"{cfg.name}-{stage.name}",
+            dependency=("afterok:" + ":".join(deps)) if deps else None,
+        )
         tasks = [_task(stage, u, cfg, run_dir, items) for u in todo]
         for u in todo:
             _mark_submitted(unit_dir(run_dir, stage.name, u), "slurm")
@@ -608,8 +713,12 @@ def _submit_slurm(cfg: Config, run_dir: Path, stages: list[Stage], items: dict, 
             _record_job(unit_dir(run_dir, stage.name, u), job)
         submitted[stage.name] = list(zip(todo, jobs))
         summary["jobs"][stage.name] = [str(j.job_id) for j in jobs]
-        log.info("stage %s: submitted %s%s", stage.name, ", ".join(summary["jobs"][stage.name]),
-                 f" (after {', '.join(deps)})" if deps else "")
+        log.info(
+            "stage %s: submitted %s%s",
+            stage.name,
+            ", ".join(summary["jobs"][stage.name]),
+            f" (after {', '.join(deps)})" if deps else "",
+        )
     return submitted
 
 
@@ -632,8 +741,9 @@ def downstream(stages: list[Stage], failed: set[str]) -> set[str]:
     return out
 
 
-def _wait_slurm(run_dir: Path, stages: list[Stage], jobs: dict[str, list[tuple[str | None, Any]]],
-                poll_s: float) -> None:
+def _wait_slurm(
+    run_dir: Path, stages: list[Stage], jobs: dict[str, list[tuple[str | None, Any]]], poll_s: float
+) -> None:
     """Watch the jobs until all ended. A failed unit cancels the stages that need it (independent units,
     e.g. the other teachers, run on: a relaunch will skip them); then LaunchError names the failures."""
     from submitit.slurm.slurm import SlurmJob
@@ -649,8 +759,12 @@ def _wait_slurm(run_dir: Path, stages: list[Stage], jobs: dict[str, list[tuple[s
             if not job.done():
                 still.append((stage, u, job))
             elif read_done(udir) is None and stage in downstream(stages, failed_stages):
-                update_state(udir, state="failed", ended_at=_now(),  # SLURM cancelled it (kill_invalid_depend)
-                             error=f"cancelled: it needs {', '.join(sorted(failed_stages))}, which failed")
+                update_state(
+                    udir,
+                    state="failed",
+                    ended_at=_now(),  # SLURM cancelled it (kill_invalid_depend)
+                    error=f"cancelled: it needs {', '.join(sorted(failed_stages))}, which failed",
+                )
             elif read_done(udir) is None:
                 label = stage + (f"[{u}]" if u else "")
                 reason = _failure_text(udir, job)
@@ -664,8 +778,12 @@ def _wait_slurm(run_dir: Path, stages: list[Stage], jobs: dict[str, list[tuple[s
             if stage in doomed:
                 with contextlib.suppress(Exception):
                     job.cancel(check=False)
-                update_state(unit_dir(run_dir, stage, u), state="failed", ended_at=_now(),
-                             error=f"cancelled: it needs {', '.join(sorted(failed_stages))}, which failed")
+                update_state(
+                    unit_dir(run_dir, stage, u),
+                    state="failed",
+                    ended_at=_now(),
+                    error=f"cancelled: it needs {', '.join(sorted(failed_stages))}, which failed",
+                )
             else:
                 pending.append((stage, u, job))
         if pending:
@@ -687,8 +805,9 @@ def _run_sequential(kind: str, cfg: Config, run_dir: Path, stages: list[Stage], 
         if stage.name in downstream(stages, failed_stages):
             log.info("stage %s: not run (it needs %s)", stage.name, ", ".join(sorted(failed_stages)))
             continue
-        ex = make_executor(kind, run_dir / "stages" / stage.name / "logs" / "%j", stage.resources,
-                           f"{cfg.name}-{stage.name}")
+        ex = make_executor(
+            kind, run_dir / "stages" / stage.name / "logs" / "%j", stage.resources, f"{cfg.name}-{stage.name}"
+        )
         summary["jobs"][stage.name] = []
         for u in todo:
             udir = unit_dir(run_dir, stage.name, u)
@@ -711,8 +830,10 @@ def _run_sequential(kind: str, cfg: Config, run_dir: Path, stages: list[Stage], 
                     update_state(udir, state="failed", ended_at=_now(), error=f"{type(e).__name__}: {e}")
                     state = read_json(udir / "state.json") or {}
                 logs = state.get("stderr") or ""
-                failures.append(f"{label} failed (job {job.job_id}): {state.get('error') or type(e).__name__}"
-                                + (f" (log: {logs})" if logs else ""))
+                failures.append(
+                    f"{label} failed (job {job.job_id}): {state.get('error') or type(e).__name__}"
+                    + (f" (log: {logs})" if logs else "")
+                )
                 failed_stages.add(stage.name)
     if failures:
         raise LaunchError("stage " + "; stage ".join(failures))

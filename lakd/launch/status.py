@@ -13,20 +13,31 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from lakd.launch.graph import STAGES, read_done, read_json, unit_dir
 
 # SLURM states in which a job will not run again by itself
-SLURM_FAILED = ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-                "PREEMPTED", "REVOKED")
+SLURM_FAILED = (
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "REVOKED",
+)
 SLURM_WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED", "CONFIGURING")
 SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING")
 _PREFERRED = ("step", "epoch", "ua", "wa", "loss")
 
 
 # ----------------------------------------------------------------------------------------- the scheduler
+
 
 def _expand_job_ids(field: str) -> list[str]:
     """'12', '12_3', '12_[0-2,5%2]' -> job ids as submitit names them ('12', '12_3', '12_0', ...)."""
@@ -62,8 +73,13 @@ def slurm_job_states(job_ids: Iterable[str], timeout_s: float = 20) -> dict[str,
     bases = sorted({j.split("_", 1)[0] for j in ids})
     if shutil.which("sacct"):
         try:
-            out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(bases)],
-                                 capture_output=True, text=True, timeout=timeout_s, check=True).stdout
+            out = subprocess.run(
+                ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(bases)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=True,
+            ).stdout
             states = _parse_pairs(out)
             if states:
                 return states
@@ -71,8 +87,9 @@ def slurm_job_states(job_ids: Iterable[str], timeout_s: float = 20) -> dict[str,
             pass
     if shutil.which("squeue"):
         try:
-            out = subprocess.run(["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True,
-                                 timeout=timeout_s, check=True).stdout
+            out = subprocess.run(
+                ["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True, timeout=timeout_s, check=True
+            ).stdout
             states = _parse_pairs(out)
             return {j: states[j] for j in ids if j in states} | {b: states[b] for b in bases if b in states}
         except (subprocess.SubprocessError, OSError):
@@ -81,6 +98,7 @@ def slurm_job_states(job_ids: Iterable[str], timeout_s: float = 20) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------- metrics
+
 
 def last_metrics(path: str | os.PathLike, tail_bytes: int = 65536) -> dict | None:
     """The last metrics record (not an event) of a metrics.jsonl, plus the latest `dev/...` values when that
@@ -137,7 +155,9 @@ def _metrics_candidates(run_dir: Path, stage: str, item: str | None, output: Any
 def _report_metrics(output: Any) -> dict | None:
     if isinstance(output, dict) and isinstance(output.get("metrics"), dict):
         overall = output["metrics"].get("overall") or {}
-        rec = {f"test_{k}": v for k, v in overall.items() if isinstance(v, (int, float)) and k in ("ua", "wa", "macro_f1")}
+        rec = {
+            f"test_{k}": v for k, v in overall.items() if isinstance(v, (int, float)) and k in ("ua", "wa", "macro_f1")
+        }
         if "mean_ua" in output["metrics"]:
             rec["test_mean_ua"] = output["metrics"]["mean_ua"]
         return rec or None
@@ -145,6 +165,7 @@ def _report_metrics(output: Any) -> dict | None:
 
 
 # ----------------------------------------------------------------------------------------------- rows
+
 
 def _stage_list(run_dir: Path) -> list[tuple[str, list[str]]]:
     graph = read_json(run_dir / "stages" / "graph.json")
@@ -154,8 +175,11 @@ def _stage_list(run_dir: Path) -> list[tuple[str, list[str]]]:
     for name in STAGES:
         d = run_dir / "stages" / name
         if d.is_dir():
-            items = sorted(p.name for p in d.iterdir() if p.is_dir() and p.name != "logs"
-                           and ((p / "state.json").exists() or (p / "done.json").exists()))
+            items = sorted(
+                p.name
+                for p in d.iterdir()
+                if p.is_dir() and p.name != "logs" and ((p / "state.json").exists() or (p / "done.json").exists())
+            )
             found.append((name, items))
     return found
 
@@ -180,18 +204,32 @@ def stage_status(run_dir: str | os.PathLike, live: bool | None = None) -> list[d
             output = (done or {}).get("output")
             metric = _report_metrics(output)
             if metric is None:
-                metric = next((m for m in (last_metrics(p) for p in _metrics_candidates(run_dir, stage, item, output))
-                               if m), None)
-            rows.append({
-                "stage": stage, "item": item,
-                "state": "done" if done else st.get("state", "not started"),
-                "live": None, "executor": st.get("executor") or graph.get("executor"),
-                "job_id": st.get("job_id"), "attempts": st.get("attempts", 0), "requeues": st.get("requeues", 0),
-                "submitted_at": st.get("submitted_at"), "started_at": st.get("started_at"),
-                "ended_at": st.get("ended_at"), "metric": metric, "metric_text": format_metrics(metric),
-                "stdout": st.get("stdout"), "stderr": st.get("stderr"), "error": st.get("error"),
-                "output": output, "dir": str(udir), "run_dir": str(run_dir),
-            })
+                metric = next(
+                    (m for m in (last_metrics(p) for p in _metrics_candidates(run_dir, stage, item, output)) if m), None
+                )
+            rows.append(
+                {
+                    "stage": stage,
+                    "item": item,
+                    "state": "done" if done else st.get("state", "not started"),
+                    "live": None,
+                    "executor": st.get("executor") or graph.get("executor"),
+                    "job_id": st.get("job_id"),
+                    "attempts": st.get("attempts", 0),
+                    "requeues": st.get("requeues", 0),
+                    "submitted_at": st.get("submitted_at"),
+                    "started_at": st.get("started_at"),
+                    "ended_at": st.get("ended_at"),
+                    "metric": metric,
+                    "metric_text": format_metrics(metric),
+                    "stdout": st.get("stdout"),
+                    "stderr": st.get("stderr"),
+                    "error": st.get("error"),
+                    "output": output,
+                    "dir": str(udir),
+                    "run_dir": str(run_dir),
+                }
+            )
     use_live = live if live is not None else any(r["executor"] == "slurm" for r in rows)
     if use_live:
         _apply_live_states(rows)
@@ -268,8 +306,14 @@ def print_status(rows: list[dict], console: Any = None, run_dir: str | os.PathLi
         state = r["state"] + (f" ({r['live']})" if r["live"] and r["live"].lower() != r["state"] else "")
         tries = str(r["attempts"] or "") + (f" ({r['requeues']} requeued)" if r["requeues"] else "")
         log_path = _display_path(r["stderr"], base) or _display_path(r["stdout"], base)
-        table.add_row(Text(name), Text(state, style=_STYLE.get(r["state"], "")), Text(r["job_id"] or ""),
-                      Text(tries), Text(r["metric_text"]), Text(log_path))
+        table.add_row(
+            Text(name),
+            Text(state, style=_STYLE.get(r["state"], "")),
+            Text(r["job_id"] or ""),
+            Text(tries),
+            Text(r["metric_text"]),
+            Text(log_path),
+        )
     console.print(table)
     for r in rows:
         if r["state"] == "failed" and r["error"]:

@@ -5,7 +5,14 @@ from lakd.models.pooling import AttentionPool, HierarchicalAttentionPool, masked
 from lakd.models.ser import CheckpointError, SERModel, SEROutput
 
 __all__ = [
-    "TINY_BACKBONE", "BackboneError", "build_backbone", "frame_mask",
-    "AttentionPool", "HierarchicalAttentionPool", "masked_mean",
-    "CheckpointError", "SERModel", "SEROutput",
+    "TINY_BACKBONE",
+    "BackboneError",
+    "build_backbone",
+    "frame_mask",
+    "AttentionPool",
+    "HierarchicalAttentionPool",
+    "masked_mean",
+    "CheckpointError",
+    "SERModel",
+    "SEROutput",
 ]

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from transformers import (
@@ -30,7 +30,6 @@ from transformers import (
     WavLMConfig,
     WavLMModel,
 )
-
 from transformers.utils import logging as hf_logging
 
 from lakd.config import ModelConfig
@@ -57,7 +56,12 @@ TINY_BACKBONE: dict = {
     "layerdrop": 0.0,  # dropping 1 of 4 layers is harsh, and skipped layers break DDP's used-parameter check
 }
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 
 
 class BackboneError(ValueError):
@@ -67,8 +71,10 @@ class BackboneError(ValueError):
 def _check_pretrained_dir(path: str | os.PathLike) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise BackboneError(f"pretrained backbone {str(p)!r} is not a local directory (lakd never downloads from the hub; "
-                            "download it once, e.g. `huggingface-cli download facebook/wav2vec2-base --local-dir DIR`)")
+        raise BackboneError(
+            f"pretrained backbone {str(p)!r} is not a local directory (lakd never downloads from the hub; "
+            "download it once, e.g. `huggingface-cli download facebook/wav2vec2-base --local-dir DIR`)"
+        )
     if not (p / "config.json").exists():
         raise BackboneError(f"pretrained backbone {p}: no config.json")
     if not any((p / w).exists() for w in WEIGHT_FILES):

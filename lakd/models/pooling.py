@@ -44,8 +44,13 @@ class AttentionPool(nn.Module):
         self.cond = nn.Linear(cond_dim, attention_dim, bias=False) if cond_dim > 0 else None
         self.score = nn.Linear(attention_dim, 1, bias=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cond: torch.Tensor | None = None,
-                return_weights: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        return_weights: bool = False,
+    ):
         h = self.key(x)  # [B, F, A]
         if self.cond is not None:
             if cond is None:
@@ -76,8 +81,13 @@ class HierarchicalAttentionPool(nn.Module):
         self.frame_pools = nn.ModuleList(AttentionPool(hidden_size, attention_dim, cond_dim) for _ in range(depth))
         self.layer_pool = AttentionPool(hidden_size, attention_dim, cond_dim)
 
-    def forward(self, layers: list[torch.Tensor] | tuple[torch.Tensor, ...], mask: torch.Tensor | None = None,
-                cond: torch.Tensor | None = None, return_weights: bool = False):
+    def forward(
+        self,
+        layers: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        mask: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        return_weights: bool = False,
+    ):
         """`layers`: the top-D hidden states, lowest first, each `[B, F, H]`; returns `[B, H]`."""
         if len(layers) != self.depth:
             raise ValueError(f"HierarchicalAttentionPool(depth={self.depth}) got {len(layers)} layers")

@@ -59,7 +59,9 @@ class SERModel(nn.Module):
     `language_ids` index `languages`; -1 (or `None` for the whole batch) selects the shared "any" vector.
     """
 
-    def __init__(self, cfg: ModelConfig, labels: list[str], languages: list[str], backbone: PreTrainedModel | None = None):
+    def __init__(
+        self, cfg: ModelConfig, labels: list[str], languages: list[str], backbone: PreTrainedModel | None = None
+    ):
         super().__init__()
         self.cfg = dataclasses.replace(cfg)
         self.labels = list(labels)
@@ -88,10 +90,14 @@ class SERModel(nn.Module):
         if cfg.hierarchical_attention:
             n_layers = self.backbone.config.num_hidden_layers
             if not 1 <= cfg.attention_depth <= n_layers:
-                raise ValueError(f"attention_depth={cfg.attention_depth} must be in [1, {n_layers}] (the backbone's layers)")
+                raise ValueError(
+                    f"attention_depth={cfg.attention_depth} must be in [1, {n_layers}] (the backbone's layers)"
+                )
             if getattr(self.backbone.config, "layerdrop", 0.0) > 0:
-                log.warning("hierarchical attention pools fixed top layers: setting backbone layerdrop %.2f -> 0",
-                            self.backbone.config.layerdrop)
+                log.warning(
+                    "hierarchical attention pools fixed top layers: setting backbone layerdrop %.2f -> 0",
+                    self.backbone.config.layerdrop,
+                )
                 self.backbone.config.layerdrop = 0.0
             self.pool = HierarchicalAttentionPool(hidden, cfg.attention_dim, cfg.attention_depth, cond_dim)
 
@@ -137,8 +143,12 @@ class SERModel(nn.Module):
             return (output[0] + bias.to(output[0].dtype),) + tuple(output[1:])
         return output + bias.to(output.dtype)  # HuBERT
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                language_ids: torch.Tensor | None = None) -> SEROutput:
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        language_ids: torch.Tensor | None = None,
+    ) -> SEROutput:
         batch, device = input_values.shape[0], input_values.device
         if attention_mask is not None:
             attention_mask = attention_mask.to(device)
@@ -169,7 +179,7 @@ class SERModel(nn.Module):
         last = out.last_hidden_state
         mask = frame_mask(self.backbone, attention_mask, last.shape[1]) if attention_mask is not None else None
         if self.pool is not None:
-            layers = out.hidden_states[-self.cfg.attention_depth:]
+            layers = out.hidden_states[-self.cfg.attention_depth :]
             pooled = self.pool(layers, mask, lang)
         else:
             pooled = masked_mean(last, mask)
@@ -233,7 +243,9 @@ class SERModel(nn.Module):
                 self.backbone.save_pretrained(tmp)
             head = {k: v.detach().contiguous().cpu() for k, v in self.head_state_dict().items()}
             save_file(head, str(tmp / HEAD_NAME), metadata={"format": FORMAT})
-            (tmp / META_NAME).write_text(json.dumps(self.metadata(extra_meta), indent=1, sort_keys=True, default=str) + "\n")
+            (tmp / META_NAME).write_text(
+                json.dumps(self.metadata(extra_meta), indent=1, sort_keys=True, default=str) + "\n"
+            )
             for f in tmp.iterdir():  # durable before the rename makes them visible
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
@@ -244,7 +256,7 @@ class SERModel(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "SERModel":
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> SERModel:
         """Restore a model written by `save_pretrained` (in eval mode)."""
         meta = read_metadata(directory)
         directory = Path(directory)
@@ -263,8 +275,10 @@ class SERModel(nn.Module):
         missing, unexpected = model.load_state_dict(head, strict=False)
         missing = [k for k in missing if not k.startswith("backbone.")]
         if missing or unexpected:
-            raise CheckpointError(f"{head_path}: does not match the model in {META_NAME} "
-                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise CheckpointError(
+                f"{head_path}: does not match the model in {META_NAME} "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
         return model.to(map_location).eval()
 
 

@@ -1,6 +1,6 @@
 """Recipe: run each frozen teacher once over the student's training shards and store its knowledge.
 
-    lakd cache --config tiny          # after the teachers are trained
+lakd cache --config tiny          # after the teachers are trained
 """
 
 from __future__ import annotations
@@ -16,6 +16,14 @@ def run(cfg: Config, teacher_dirs: dict[str, str]) -> str:
     dist = init_distributed()
     out = common.run_path(cfg, "cache")
     if dist.is_main:
-        write_teacher_cache(teacher_dirs, common.data_spec(cfg, "train"), out, list(cfg.labels), list(cfg.languages),
-                            cfg.data, dist.device, batch_size=cfg.data.eval_batch_size)
+        write_teacher_cache(
+            teacher_dirs,
+            common.data_spec(cfg, "train"),
+            out,
+            list(cfg.labels),
+            list(cfg.languages),
+            cfg.data,
+            dist.device,
+            batch_size=cfg.data.eval_batch_size,
+        )
     return str(out)

@@ -11,7 +11,6 @@ Teacher knowledge comes from the cache (`lakd cache`, default) or from teachers 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -75,13 +74,19 @@ def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: 
             cache = TeacherCache(cache_dir, teacher_dirs=teacher_dirs)
         else:
             online = OnlineTeachers(teacher_dirs, device)
-        class_weights = (class_weights_for(cfg, common.data_spec(cfg, "train"), list(cfg.languages)).to(device)
-                         if cfg.student_optim.class_weighted_ce else None)
+        class_weights = (
+            class_weights_for(cfg, common.data_spec(cfg, "train"), list(cfg.languages)).to(device)
+            if cfg.student_optim.class_weighted_ce
+            else None
+        )
         projections = extra["projections"]
 
         def loss_fn(m, batch):
-            x, mask, lang = (batch["input_values"].to(device), batch["attention_mask"].to(device),
-                             batch["language_ids"].to(device))
+            x, mask, lang = (
+                batch["input_values"].to(device),
+                batch["attention_mask"].to(device),
+                batch["language_ids"].to(device),
+            )
             s = m(x, mask, lang)
             if cache is not None:
                 t_logits, t_embeds = cache.lookup(batch["keys"])
@@ -90,10 +95,19 @@ def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: 
             else:
                 t_logits, t_embeds = online(x, mask, lang)
             w = teacher_weights(d.weighting, s.logits, t_logits, lang, t_langs, list(cfg.languages), tau=d.cosine_tau)
-            terms = distillation_loss(s.logits, t_logits, batch["labels"].to(device), w, d.temperature, d.kd_weight,
-                                      class_weights=class_weights, student_embed=s.pooled,
-                                      teacher_embeds=t_embeds if d.embed_weight > 0 else None,
-                                      embed_weight=d.embed_weight, projections=projections)
+            terms = distillation_loss(
+                s.logits,
+                t_logits,
+                batch["labels"].to(device),
+                w,
+                d.temperature,
+                d.kd_weight,
+                class_weights=class_weights,
+                student_embed=s.pooled,
+                teacher_embeds=t_embeds if d.embed_weight > 0 else None,
+                embed_weight=d.embed_weight,
+                projections=projections,
+            )
             logged = {k: v.detach() for k, v in terms.items() if k != "loss" and torch.is_tensor(v)}
             for k, n in enumerate(names):
                 logged[f"w_{n}"] = w[:, k].mean().detach()
@@ -110,11 +124,19 @@ def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: 
         s_dim = SERModel.embed_dim_for(cfg.student)
         extra["projections"] = EmbeddingProjections(s_dim, t_dims)
         extra_modules = {"projections": extra["projections"]}
-    meta = {"teachers": {n: str(p) for n, p in teacher_dirs.items()}, "distill": vars(d).copy(),
-            "cache_dir": cache_dir}
-    best = train_classifier(cfg, cfg.student, cfg.student_optim, list(cfg.languages), out, kind=f"distill-{d.weighting}",
-                            loss_factory=loss_factory, extra_modules=extra_modules, extra_meta=meta,
-                            on_eval=on_eval)
+    meta = {"teachers": {n: str(p) for n, p in teacher_dirs.items()}, "distill": vars(d).copy(), "cache_dir": cache_dir}
+    best = train_classifier(
+        cfg,
+        cfg.student,
+        cfg.student_optim,
+        list(cfg.languages),
+        out,
+        kind=f"distill-{d.weighting}",
+        loss_factory=loss_factory,
+        extra_modules=extra_modules,
+        extra_meta=meta,
+        on_eval=on_eval,
+    )
     from lakd.data.shards import atomic_write_json
 
     atomic_write_json(out / "done.json", {"checkpoint": str(best), "teachers": names})

@@ -18,8 +18,9 @@ log = logging.getLogger("lakd.recipes.evaluate")
 
 
 @torch.no_grad()
-def predict_shards(model, spec, labels, languages, data_cfg: DataConfig, device, dist=None,
-                   language_filter=None) -> dict:
+def predict_shards(
+    model, spec, labels, languages, data_cfg: DataConfig, device, dist=None, language_filter=None
+) -> dict:
     """Run `model` over every sample of `spec` once (across ranks); rank 0 gets all predictions."""
     from lakd.data.loader import build_loader
 
@@ -27,24 +28,41 @@ def predict_shards(model, spec, labels, languages, data_cfg: DataConfig, device,
     was_training = model.training
     model.eval()
     keys, y_true, probs, langs, speakers = [], [], [], [], []
-    loader = build_loader(spec, labels, languages, cfg=data_cfg, train=False, rank=rank, world_size=world,
-                          allow_unknown_language=True, language_filter=language_filter)
+    loader = build_loader(
+        spec,
+        labels,
+        languages,
+        cfg=data_cfg,
+        train=False,
+        rank=rank,
+        world_size=world,
+        allow_unknown_language=True,
+        language_filter=language_filter,
+    )
     for batch in loader:
-        out = model(batch["input_values"].to(device), batch["attention_mask"].to(device),
-                    batch["language_ids"].to(device))
+        out = model(
+            batch["input_values"].to(device), batch["attention_mask"].to(device), batch["language_ids"].to(device)
+        )
         probs.append(torch.softmax(out.logits.float(), -1).cpu().numpy())
         y_true.extend(batch["labels"].tolist())
         keys.extend(batch["keys"])
         langs.extend(batch["languages"])
         speakers.extend(batch.get("speakers", [None] * len(batch["keys"])))
     model.train(was_training)
-    result = {"keys": keys, "y_true": y_true, "probs": np.concatenate(probs) if probs else np.zeros((0, len(labels))),
-              "languages": langs, "speakers": speakers}
+    result = {
+        "keys": keys,
+        "y_true": y_true,
+        "probs": np.concatenate(probs) if probs else np.zeros((0, len(labels))),
+        "languages": langs,
+        "speakers": speakers,
+    }
     if world > 1 and torch.distributed.is_initialized():
         gathered = [None] * world
         torch.distributed.all_gather_object(gathered, result)
-        result = {k: (np.concatenate([g[k] for g in gathered]) if k == "probs" else sum((list(g[k]) for g in gathered), []))
-                  for k in result}
+        result = {
+            k: (np.concatenate([g[k] for g in gathered]) if k == "probs" else sum((list(g[k]) for g in gathered), []))
+            for k in result
+        }
     result["y_pred"] = result["probs"].argmax(-1).tolist() if len(result["probs"]) else []
     return result
 
@@ -67,8 +85,19 @@ def make_dev_eval_fn(cfg: Config, languages: list[str], device, dist):
     return eval_fn
 
 
-def evaluate_model(model, spec, labels, languages, data_cfg, device, out_dir: Path | None, n_bootstrap=1000,
-                   seed=0, title="", language_filter=None) -> dict:
+def evaluate_model(
+    model,
+    spec,
+    labels,
+    languages,
+    data_cfg,
+    device,
+    out_dir: Path | None,
+    n_bootstrap=1000,
+    seed=0,
+    title="",
+    language_filter=None,
+) -> dict:
     """Predict, compute the full metric set with CIs, and (if out_dir) write JSON/markdown/PNG reports."""
     from lakd.eval.report import build_report, to_markdown, write_report
 
@@ -81,18 +110,31 @@ def evaluate_model(model, spec, labels, languages, data_cfg, device, out_dir: Pa
     return report
 
 
-def evaluate_checkpoint(checkpoint, spec, out_dir=None, n_bootstrap=1000, device="auto", data_cfg=None,
-                        language_filter=None) -> dict:
+def evaluate_checkpoint(
+    checkpoint, spec, out_dir=None, n_bootstrap=1000, device="auto", data_cfg=None, language_filter=None
+) -> dict:
     from lakd.models.ser import SERModel
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "lakd.json").exists():
         raise FileNotFoundError(f"{checkpoint}: not a lakd checkpoint directory (no lakd.json)")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model = SERModel.from_pretrained(checkpoint).to(dev)
     out_dir = Path(out_dir) if out_dir else checkpoint.parent / "eval"
-    return evaluate_model(model, spec, model.labels, model.languages, data_cfg or DataConfig(), dev, out_dir,
-                          n_bootstrap=n_bootstrap, title=str(checkpoint), language_filter=language_filter)
+    return evaluate_model(
+        model,
+        spec,
+        model.labels,
+        model.languages,
+        data_cfg or DataConfig(),
+        dev,
+        out_dir,
+        n_bootstrap=n_bootstrap,
+        title=str(checkpoint),
+        language_filter=language_filter,
+    )
 
 
 def run(cfg: Config, checkpoint_dir, split: str = "test", name: str | None = None, language_filter=None) -> dict:
@@ -101,8 +143,14 @@ def run(cfg: Config, checkpoint_dir, split: str = "test", name: str | None = Non
 
     name = name or Path(checkpoint_dir).parent.name
     out = run_path(cfg, "eval", name, split)
-    report = evaluate_checkpoint(checkpoint_dir, data_spec(cfg, split), out_dir=out, device=cfg.device,
-                                 data_cfg=cfg.data, language_filter=language_filter)
+    report = evaluate_checkpoint(
+        checkpoint_dir,
+        data_spec(cfg, split),
+        out_dir=out,
+        device=cfg.device,
+        data_cfg=cfg.data,
+        language_filter=language_filter,
+    )
     return compact(report)
 
 
@@ -110,7 +158,12 @@ def compact(report: dict) -> dict:
     """The headline numbers of a report (the full one is on disk): what a job returns and `lakd status` shows."""
     keep = ("n", "ua", "wa", "macro_f1", "ua_ci", "wa_ci")
     m = report["metrics"]
-    return {"out_dir": report.get("out_dir"), "title": report.get("title"),
-            "metrics": {"overall": {k: m["overall"][k] for k in keep if k in m["overall"]},
-                        "groups": {g: {k: v[k] for k in keep if k in v} for g, v in m["groups"].items()},
-                        "mean_ua": m.get("mean_ua")}}
+    return {
+        "out_dir": report.get("out_dir"),
+        "title": report.get("title"),
+        "metrics": {
+            "overall": {k: m["overall"][k] for k in keep if k in m["overall"]},
+            "groups": {g: {k: v[k] for k in keep if k in v} for g, v in m["groups"].items()},
+            "mean_ua": m.get("mean_ua"),
+        },
+    }

@@ -37,9 +37,18 @@ def class_weights_for(cfg: Config, spec, languages: list[str]) -> torch.Tensor:
     return w / w.mean()
 
 
-def train_classifier(cfg: Config, model_cfg: ModelConfig, optim_cfg: OptimConfig, languages: list[str],
-                     out_dir: Path, kind: str, loss_factory=None, extra_modules=None, extra_meta=None,
-                     on_eval=None) -> Path:
+def train_classifier(
+    cfg: Config,
+    model_cfg: ModelConfig,
+    optim_cfg: OptimConfig,
+    languages: list[str],
+    out_dir: Path,
+    kind: str,
+    loss_factory=None,
+    extra_modules=None,
+    extra_meta=None,
+    on_eval=None,
+) -> Path:
     """Train an SERModel on the training shards of `languages`, select on dev, return the best checkpoint dir.
 
     `loss_factory(model, device, dist) -> loss_fn(model, batch) -> (loss, terms)` lets the distillation recipe
@@ -69,13 +78,25 @@ def train_classifier(cfg: Config, model_cfg: ModelConfig, optim_cfg: OptimConfig
     class_weights = class_weights_for(cfg, train_spec, languages).to(device) if optim_cfg.class_weighted_ce else None
 
     def loader_factory(epoch: int):
-        return build_loader(train_spec, cfg.labels, cfg.languages, cfg=cfg.data, train=True, seed=cfg.seed,
-                            rank=dist.rank, world_size=dist.world_size, epoch=epoch, language_filter=languages)
+        return build_loader(
+            train_spec,
+            cfg.labels,
+            cfg.languages,
+            cfg=cfg.data,
+            train=True,
+            seed=cfg.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            epoch=epoch,
+            language_filter=languages,
+        )
 
     if loss_factory is None:
+
         def loss_fn(m, batch):
-            out = m(batch["input_values"].to(device), batch["attention_mask"].to(device),
-                    batch["language_ids"].to(device))
+            out = m(
+                batch["input_values"].to(device), batch["attention_mask"].to(device), batch["language_ids"].to(device)
+            )
             ce = F.cross_entropy(out.logits, batch["labels"].to(device), weight=class_weights)
             return ce, {"ce": ce.detach()}
     else:
@@ -88,15 +109,39 @@ def train_classifier(cfg: Config, model_cfg: ModelConfig, optim_cfg: OptimConfig
         if on_eval is not None:
             on_eval(metrics)
         return metrics
-    meta = {"kind": kind, "languages_trained": languages, "train_spec": [str(u) for u in train_spec],
-            "config": cfg.to_dict(), **(extra_meta or {})}
-    logger = RunLogger(out_dir, cfg.to_dict(), cfg.wandb, name=f"{cfg.name}-{out_dir.name}", group=cfg.wandb.group or cfg.name,
-                       enabled_on_rank0=dist.is_main)
-    trainer = Trainer(model, optim_cfg, loss_fn=loss_fn, train_loader_factory=loader_factory, eval_fn=eval_fn,
-                      out_dir=out_dir, dist=dist, logger=logger, steps_per_epoch=steps_per_epoch,
-                      use_deepspeed=cfg.launch.deepspeed, zero_stage=cfg.launch.zero_stage,
-                      extra_meta=meta, seed=cfg.seed, extra_modules=extra_modules,
-                      micro_batch_size=cfg.data.batch_size)
+
+    meta = {
+        "kind": kind,
+        "languages_trained": languages,
+        "train_spec": [str(u) for u in train_spec],
+        "config": cfg.to_dict(),
+        **(extra_meta or {}),
+    }
+    logger = RunLogger(
+        out_dir,
+        cfg.to_dict(),
+        cfg.wandb,
+        name=f"{cfg.name}-{out_dir.name}",
+        group=cfg.wandb.group or cfg.name,
+        enabled_on_rank0=dist.is_main,
+    )
+    trainer = Trainer(
+        model,
+        optim_cfg,
+        loss_fn=loss_fn,
+        train_loader_factory=loader_factory,
+        eval_fn=eval_fn,
+        out_dir=out_dir,
+        dist=dist,
+        logger=logger,
+        steps_per_epoch=steps_per_epoch,
+        use_deepspeed=cfg.launch.deepspeed,
+        zero_stage=cfg.launch.zero_stage,
+        extra_meta=meta,
+        seed=cfg.seed,
+        extra_modules=extra_modules,
+        micro_batch_size=cfg.data.batch_size,
+    )
     try:
         summary = trainer.fit()
     finally:

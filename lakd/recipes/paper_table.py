@@ -14,10 +14,8 @@ selected on dev, reported on test as UA / WA per language with bootstrap 95% con
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -50,8 +48,9 @@ def predict_checkpoint(cfg: Config, ckpt: str, languages: list[str] | None):
 
     device = common.resolve_device(cfg)
     model = SERModel.from_pretrained(ckpt).to(device)
-    return predict_shards(model, common.data_spec(cfg, "test"), cfg.labels, cfg.languages, cfg.data, device,
-                          language_filter=languages)
+    return predict_shards(
+        model, common.data_spec(cfg, "test"), cfg.labels, cfg.languages, cfg.data, device, language_filter=languages
+    )
 
 
 def merge_predictions(preds: list[dict]) -> dict:
@@ -60,9 +59,10 @@ def merge_predictions(preds: list[dict]) -> dict:
     return out
 
 
-def run(cfg: Config, runs: list[str] = list(RUNS), n_bootstrap: int = 1000) -> dict:
+def run(cfg: Config, runs: list[str] | None = None, n_bootstrap: int = 1000) -> dict:
     from lakd.eval.report import build_report, write_report
 
+    runs = list(RUNS) if runs is None else runs
     unknown = set(runs) - set(RUNS)
     if unknown:
         raise ValueError(f"unknown run(s) {sorted(unknown)}; choose from {RUNS}")
@@ -111,7 +111,11 @@ def run(cfg: Config, runs: list[str] = list(RUNS), n_bootstrap: int = 1000) -> d
         reports[r] = rep
     table = format_paper_table(reports, langs)
     result = {
-        "config": cfg.name, "seed": cfg.seed, "runs": runs, "languages": langs, "timings_s": timings,
+        "config": cfg.name,
+        "seed": cfg.seed,
+        "runs": runs,
+        "languages": langs,
+        "timings_s": timings,
         "checkpoints": ckpts,
         "results": {r: summarize(reports[r], langs) for r in runs},
         "markdown": table,

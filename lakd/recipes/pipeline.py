@@ -11,7 +11,7 @@ import logging
 
 from lakd.config import Config
 from lakd.recipes import common
-from lakd.recipes.paper_table import merge_predictions, predict_checkpoint, format_paper_table, summarize
+from lakd.recipes.paper_table import format_paper_table, merge_predictions, predict_checkpoint, summarize
 
 log = logging.getLogger("lakd.recipes.pipeline")
 
@@ -32,7 +32,11 @@ def report(cfg: Config) -> dict:
 
     path = common.run_path(cfg, "results.md")
     atomic_write_bytes(path, (table + "\n").encode())
-    return {"markdown": table, "markdown_path": str(path), "results": {k: summarize(v, langs) for k, v in reports.items()}}
+    return {
+        "markdown": table,
+        "markdown_path": str(path),
+        "results": {k: summarize(v, langs) for k, v in reports.items()},
+    }
 
 
 def run(cfg: Config, executor: str | None = None) -> dict:

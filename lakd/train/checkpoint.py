@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,7 @@ def save_model_dir(model: torch.nn.Module, directory: str | os.PathLike, meta: d
 
 
 # ------------------------------------------------------------------------------------------------- RNG
+
 
 def capture_rng() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}

@@ -33,16 +33,26 @@ def disable_shm_comm_build() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def build_deepspeed_config(*, zero_stage: int, grad_accum: int, grad_clip: float, precision: str,
-                           micro_batch_size: int = 1, world_size: int = 1, log_every: int = 10) -> dict:
+def build_deepspeed_config(
+    *,
+    zero_stage: int,
+    grad_accum: int,
+    grad_clip: float,
+    precision: str,
+    micro_batch_size: int = 1,
+    world_size: int = 1,
+    log_every: int = 10,
+) -> dict:
     """A DeepSpeed config for our loop. `precision` is the resolved one: fp32 | bf16 | fp16.
 
     `micro_batch_size` only feeds DeepSpeed's own bookkeeping (train_batch_size = micro * accum * world);
     batches come from our loader, whatever their size.
     """
     if zero_stage not in (0, 1, 2):
-        raise ValueError(f"zero_stage must be 0, 1 or 2 (ZeRO-3 shards parameters, which save_pretrained "
-                         f"on rank 0 cannot see), got {zero_stage}")
+        raise ValueError(
+            f"zero_stage must be 0, 1 or 2 (ZeRO-3 shards parameters, which save_pretrained "
+            f"on rank 0 cannot see), got {zero_stage}"
+        )
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     micro = max(1, int(micro_batch_size))
@@ -70,12 +80,14 @@ class DeepSpeedBackend:
         disable_shm_comm_build()
         for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
             if var not in os.environ:
-                raise RuntimeError(f"DeepSpeed needs {var} in the environment: call lakd.train.distributed."
-                                   "init_distributed() before building the Trainer")
+                raise RuntimeError(
+                    f"DeepSpeed needs {var} in the environment: call lakd.train.distributed."
+                    "init_distributed() before building the Trainer"
+                )
         t0 = time.perf_counter()
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config,
-            dist_init_required=None)
+            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=None
+        )
         self.init_seconds = time.perf_counter() - t0
         self._norm: float | None = None
         self.config = config
@@ -118,7 +130,8 @@ class DeepSpeedBackend:
         self.engine.save_checkpoint(str(directory / DS_SUBDIR), tag=DS_TAG, client_state={}, save_latest=False)
 
     def load(self, directory: Path) -> None:
-        path, _ = self.engine.load_checkpoint(str(directory / DS_SUBDIR), tag=DS_TAG, load_optimizer_states=True,
-                                              load_lr_scheduler_states=True)
+        path, _ = self.engine.load_checkpoint(
+            str(directory / DS_SUBDIR), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
         if path is None:
             raise RuntimeError(f"{directory / DS_SUBDIR}: DeepSpeed could not load the checkpoint")

@@ -21,8 +21,9 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Mapping, MutableMapping
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -36,7 +37,7 @@ class DistInfo:
     device: torch.device
     is_main: bool
     backend: str | None = None  # None when no process group was created (one process)
-    launcher: str = "single"    # torchrun | slurm | single
+    launcher: str = "single"  # torchrun | slurm | single
 
     @property
     def distributed(self) -> bool:
@@ -120,8 +121,9 @@ def first_slurm_host(nodelist: str) -> str:
     except ValueError:
         if shutil.which("scontrol") is None:
             raise
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             timeout=30, check=True).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.split()
         if not out:
             raise ValueError(f"scontrol returned no hosts for node list {nodelist!r}") from None
         return out[0]
@@ -177,12 +179,17 @@ def distributed_env(env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
         else:
             out["MASTER_PORT"] = str(find_free_port())
         return launcher, out
-    return launcher, {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                      "MASTER_ADDR": env.get("MASTER_ADDR", "127.0.0.1"),
-                      "MASTER_PORT": env.get("MASTER_PORT") or str(find_free_port())}
+    return launcher, {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": env.get("MASTER_ADDR", "127.0.0.1"),
+        "MASTER_PORT": env.get("MASTER_PORT") or str(find_free_port()),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ init
+
 
 def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
     if isinstance(device, torch.device):
@@ -197,8 +204,12 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
     return torch.device(device)
 
 
-def init_distributed(backend: str | None = None, device: str | torch.device = "auto",
-                     timeout_min: float = 30.0, environ: MutableMapping[str, str] | None = None) -> DistInfo:
+def init_distributed(
+    backend: str | None = None,
+    device: str | torch.device = "auto",
+    timeout_min: float = 30.0,
+    environ: MutableMapping[str, str] | None = None,
+) -> DistInfo:
     """Read the launcher's environment, export torch.distributed variables, init the process group.
 
     Idempotent: a second call returns the same DistInfo without re-initialising. `backend` defaults to
@@ -224,10 +235,23 @@ def init_distributed(backend: str | None = None, device: str | torch.device = "a
             kwargs: dict[str, Any] = {}
             if chosen == "nccl":
                 kwargs["device_id"] = dev
-            tdist.init_process_group(backend=chosen, init_method="env://", rank=rank, world_size=world,
-                                     timeout=datetime.timedelta(minutes=timeout_min), **kwargs)
-    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=dev, is_main=rank == 0,
-                    backend=chosen, launcher=launcher)
+            tdist.init_process_group(
+                backend=chosen,
+                init_method="env://",
+                rank=rank,
+                world_size=world,
+                timeout=datetime.timedelta(minutes=timeout_min),
+                **kwargs,
+            )
+    return DistInfo(
+        rank=rank,
+        local_rank=local_rank,
+        world_size=world,
+        device=dev,
+        is_main=rank == 0,
+        backend=chosen,
+        launcher=launcher,
+    )
 
 
 def cleanup() -> None:
@@ -236,6 +260,7 @@ def cleanup() -> None:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
 
 def is_distributed() -> bool:
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
@@ -270,8 +295,9 @@ def all_reduce_tensor(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         return t.clone()
     dev = _collective_device()
     x = t.detach().to(dev, dtype=torch.float64 if t.is_floating_point() else t.dtype).clone()
-    red = {"sum": tdist.ReduceOp.SUM, "mean": tdist.ReduceOp.SUM, "max": tdist.ReduceOp.MAX,
-           "min": tdist.ReduceOp.MIN}[op]
+    red = {"sum": tdist.ReduceOp.SUM, "mean": tdist.ReduceOp.SUM, "max": tdist.ReduceOp.MAX, "min": tdist.ReduceOp.MIN}[
+        op
+    ]
     tdist.all_reduce(x, op=red)
     if op == "mean":
         x = x / tdist.get_world_size()

@@ -33,8 +33,9 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +67,7 @@ class Preempted(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------- precision / LR
+
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """auto -> bf16 on CUDA GPUs that support it, else fp32. Explicit values are checked against the device."""
@@ -121,7 +123,7 @@ def build_optimizer(params: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig
 def unwrap_model(m: nn.Module) -> nn.Module:
     """The bare model inside DDP / DeepSpeed / our extras container."""
     while True:
-        if hasattr(m, "module") and isinstance(getattr(m, "module"), nn.Module):
+        if hasattr(m, "module") and isinstance(m.module, nn.Module):
             m = m.module
         elif isinstance(m, _ModelWithExtras):
             m = m.model
@@ -150,11 +152,21 @@ class _ModelWithExtras(nn.Module):
 
 # ------------------------------------------------------------------------------------------- backends
 
+
 class PlainBackend:
     """torch (+ DDP when several processes): autocast, GradScaler for fp16, clipping, AdamW, LambdaLR."""
 
-    def __init__(self, module: nn.Module, optimizer, scheduler, precision: str, device: torch.device,
-                 grad_clip: float, ddp: bool, find_unused_parameters: bool):
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizer,
+        scheduler,
+        precision: str,
+        device: torch.device,
+        grad_clip: float,
+        ddp: bool,
+        find_unused_parameters: bool,
+    ):
         self.module = module
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -205,9 +217,12 @@ class PlainBackend:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+        return {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
@@ -225,17 +240,34 @@ class PlainBackend:
 
 # --------------------------------------------------------------------------------------------- trainer
 
+
 class Trainer:
     """See the module docstring. `fit()` returns the summary dict (also written to out_dir/summary.json)."""
 
-    def __init__(self, model: nn.Module, optim_cfg: OptimConfig, *, loss_fn: LossFn,
-                 train_loader_factory: Callable[..., Iterable[dict]], steps_per_epoch: int,
-                 out_dir: str | Path, dist: DistInfo | None = None, logger=None,
-                 eval_fn: Callable[[nn.Module], dict] | None = None, use_deepspeed: bool = False,
-                 zero_stage: int = 0, extra_modules: Mapping[str, nn.Module] | None = None,
-                 extra_meta: dict | None = None, seed: int = 0, log_every: int = 10, resume: bool = True,
-                 micro_batch_size: int | None = None, find_unused_parameters: bool = False,
-                 handle_signals: bool = True, lr_schedule: str | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optim_cfg: OptimConfig,
+        *,
+        loss_fn: LossFn,
+        train_loader_factory: Callable[..., Iterable[dict]],
+        steps_per_epoch: int,
+        out_dir: str | Path,
+        dist: DistInfo | None = None,
+        logger=None,
+        eval_fn: Callable[[nn.Module], dict] | None = None,
+        use_deepspeed: bool = False,
+        zero_stage: int = 0,
+        extra_modules: Mapping[str, nn.Module] | None = None,
+        extra_meta: dict | None = None,
+        seed: int = 0,
+        log_every: int = 10,
+        resume: bool = True,
+        micro_batch_size: int | None = None,
+        find_unused_parameters: bool = False,
+        handle_signals: bool = True,
+        lr_schedule: str | None = None,
+    ):
         self.cfg = optim_cfg
         self.out_dir = Path(out_dir)
         if dist is None:
@@ -264,15 +296,18 @@ class Trainer:
         if ga < 1:
             raise ValueError(f"optim.grad_accum must be >= 1, got {ga}")
         if steps_per_epoch < ga:
-            raise ValueError(f"steps_per_epoch ({steps_per_epoch} batches) is smaller than grad_accum ({ga}): "
-                             "an epoch would have no optimizer step")
+            raise ValueError(
+                f"steps_per_epoch ({steps_per_epoch} batches) is smaller than grad_accum ({ga}): "
+                "an epoch would have no optimizer step"
+            )
         if optim_cfg.select_metric not in ("ua", "wa") and eval_fn is not None:
             pass  # any key eval_fn returns is allowed; checked at the first evaluation
         self.grad_accum = ga
         self.batches_per_epoch = int(steps_per_epoch)
         self.optim_steps_per_epoch = self.batches_per_epoch // ga
-        self.total_steps = int(optim_cfg.max_steps) if optim_cfg.max_steps else \
-            int(optim_cfg.epochs) * self.optim_steps_per_epoch
+        self.total_steps = (
+            int(optim_cfg.max_steps) if optim_cfg.max_steps else int(optim_cfg.epochs) * self.optim_steps_per_epoch
+        )
         if self.total_steps < 1:
             raise ValueError("nothing to do: optim.max_steps / optim.epochs give 0 optimizer steps")
         self.warmup_steps = int(round(optim_cfg.warmup_ratio * self.total_steps))
@@ -287,21 +322,35 @@ class Trainer:
         self.module = module
         optimizer = build_optimizer(module.named_parameters(), optim_cfg)
         schedule = lr_schedule or getattr(optim_cfg, "schedule", "cosine")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.total_steps, self.warmup_steps,
-                                                                           schedule))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(self.total_steps, self.warmup_steps, schedule)
+        )
         if use_deepspeed:
             from lakd.train.deepspeed_engine import DeepSpeedBackend, build_deepspeed_config
 
-            ds_cfg = build_deepspeed_config(zero_stage=zero_stage, grad_accum=ga, grad_clip=optim_cfg.grad_clip,
-                                            precision=self.precision, micro_batch_size=micro_batch_size or 1,
-                                            world_size=dist.world_size, log_every=self.log_every)
+            ds_cfg = build_deepspeed_config(
+                zero_stage=zero_stage,
+                grad_accum=ga,
+                grad_clip=optim_cfg.grad_clip,
+                precision=self.precision,
+                micro_batch_size=micro_batch_size or 1,
+                world_size=dist.world_size,
+                log_every=self.log_every,
+            )
             self.backend = DeepSpeedBackend(module, optimizer, scheduler, ds_cfg)
         else:
             if zero_stage:
                 raise ValueError(f"zero_stage={zero_stage} needs use_deepspeed=True (launch.deepspeed: true)")
-            self.backend = PlainBackend(module, optimizer, scheduler, self.precision, self.device,
-                                        optim_cfg.grad_clip, ddp=dist.distributed,
-                                        find_unused_parameters=find_unused_parameters)
+            self.backend = PlainBackend(
+                module,
+                optimizer,
+                scheduler,
+                self.precision,
+                self.device,
+                optim_cfg.grad_clip,
+                ddp=dist.distributed,
+                find_unused_parameters=find_unused_parameters,
+            )
         # progress, all saved in the trainer state
         self.step = 0
         self.epoch = 0
@@ -335,8 +384,13 @@ class Trainer:
         return {k: (v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     def _meta(self, **more) -> dict:
-        return {**self.extra_meta, "step": self.step, "epoch": self.epoch, "select_metric": self.cfg.select_metric,
-                **more}
+        return {
+            **self.extra_meta,
+            "step": self.step,
+            "epoch": self.epoch,
+            "select_metric": self.cfg.select_metric,
+            **more,
+        }
 
     def _epoch_seed(self, epoch: int) -> int:
         return int(np.random.SeedSequence([self.seed, epoch, self.dist.rank]).generate_state(1)[0])
@@ -344,14 +398,27 @@ class Trainer:
     # ------------------------------------------------------------------------------------- checkpoints
     def _trainer_state(self, rng_by_rank: list) -> dict:
         return {
-            "version": ckpt.STATE_VERSION, "step": self.step, "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch, "samples_seen": self.samples_seen,
-            "best_metric": self.best_metric, "best_step": self.best_step, "bad_evals": self.bad_evals,
-            "last_eval": self.last_eval, "last_eval_step": self.last_eval_step, "stop_reason": self.stop_reason,
-            "train_seconds": self.train_seconds, "nonfinite_skips": self.nonfinite_skips,
-            "finished": self.stop_reason is not None, "rng": rng_by_rank, "world_size": self.dist.world_size,
-            "grad_accum": self.grad_accum, "batches_per_epoch": self.batches_per_epoch,
-            "total_steps": self.total_steps, "deepspeed": self.use_deepspeed, "backend": self.backend.state_dict(),
+            "version": ckpt.STATE_VERSION,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "samples_seen": self.samples_seen,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "last_eval": self.last_eval,
+            "last_eval_step": self.last_eval_step,
+            "stop_reason": self.stop_reason,
+            "train_seconds": self.train_seconds,
+            "nonfinite_skips": self.nonfinite_skips,
+            "finished": self.stop_reason is not None,
+            "rng": rng_by_rank,
+            "world_size": self.dist.world_size,
+            "grad_accum": self.grad_accum,
+            "batches_per_epoch": self.batches_per_epoch,
+            "total_steps": self.total_steps,
+            "deepspeed": self.use_deepspeed,
+            "backend": self.backend.state_dict(),
         }
 
     def save_checkpoint(self) -> Path:
@@ -367,8 +434,9 @@ class Trainer:
         D.barrier()
         if self.dist.is_main:
             if self.extra_modules:
-                ckpt.atomic_torch_save({k: m.state_dict() for k, m in self.extra_modules.items()},
-                                       stage / EXTRA_MODULES_FILE)
+                ckpt.atomic_torch_save(
+                    {k: m.state_dict() for k, m in self.extra_modules.items()}, stage / EXTRA_MODULES_FILE
+                )
             ckpt.atomic_torch_save(self._trainer_state(rng_by_rank), stage / ckpt.TRAINER_STATE)
             ckpt.replace_dir(stage, final)
         D.barrier()
@@ -380,8 +448,9 @@ class Trainer:
             stage = ckpt.staging_dir(final)
             ckpt.save_model_dir(self.model, stage, self._meta(checkpoint="best", dev=metrics))
             if self.extra_modules:
-                ckpt.atomic_torch_save({k: m.state_dict() for k, m in self.extra_modules.items()},
-                                       stage / EXTRA_MODULES_FILE)
+                ckpt.atomic_torch_save(
+                    {k: m.state_dict() for k, m in self.extra_modules.items()}, stage / EXTRA_MODULES_FILE
+                )
             ckpt.replace_dir(stage, final)
         D.barrier()
 
@@ -391,26 +460,47 @@ class Trainer:
             return False
         where = state["_dir"]
         if bool(state["deepspeed"]) != self.use_deepspeed:
-            raise RuntimeError(f"{where}: checkpoint was written {'with' if state['deepspeed'] else 'without'} "
-                               "DeepSpeed; resume it the same way (launch.deepspeed) or use another out_dir")
+            raise RuntimeError(
+                f"{where}: checkpoint was written {'with' if state['deepspeed'] else 'without'} "
+                "DeepSpeed; resume it the same way (launch.deepspeed) or use another out_dir"
+            )
         if state["grad_accum"] != self.grad_accum or state["batches_per_epoch"] != self.batches_per_epoch:
-            self.logger.event("resume_warning", message="grad_accum or batches per epoch changed since the "
-                              "checkpoint; the position inside the epoch is approximate")
+            self.logger.event(
+                "resume_warning",
+                message="grad_accum or batches per epoch changed since the "
+                "checkpoint; the position inside the epoch is approximate",
+            )
         if self.use_deepspeed:
             self.backend.load(Path(where))
         else:
             self.backend.load_state_dict(state["backend"])
-        for key in ("step", "epoch", "batch_in_epoch", "samples_seen", "best_metric", "best_step", "bad_evals",
-                    "last_eval", "last_eval_step", "stop_reason", "train_seconds", "nonfinite_skips"):
+        for key in (
+            "step",
+            "epoch",
+            "batch_in_epoch",
+            "samples_seen",
+            "best_metric",
+            "best_step",
+            "bad_evals",
+            "last_eval",
+            "last_eval_step",
+            "stop_reason",
+            "train_seconds",
+            "nonfinite_skips",
+        ):
             setattr(self, key, state[key])
         rng = state["rng"]
         if state["world_size"] == self.dist.world_size:
             self._pending_rng = rng[self.dist.rank]
         else:
-            self.logger.event("resume_warning", message=f"world size changed ({state['world_size']} -> "
-                              f"{self.dist.world_size}); RNG streams restart from the seed")
-        self.logger.event("resume", step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
-                          checkpoint=where)
+            self.logger.event(
+                "resume_warning",
+                message=f"world size changed ({state['world_size']} -> "
+                f"{self.dist.world_size}); RNG streams restart from the seed",
+            )
+        self.logger.event(
+            "resume", step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, checkpoint=where
+        )
         return True
 
     # ---------------------------------------------------------------------------------------- signals
@@ -441,16 +531,25 @@ class Trainer:
         with ckpt.rng_isolated(), torch.no_grad(), autocast_context(self.precision, self.device):
             metrics = self.eval_fn(self.model)
         self.model.train(was_training)
-        metrics = D.broadcast_object({k: (float(v) if isinstance(v, (int, float, np.floating)) or torch.is_tensor(v)
-                                          else v) for k, v in dict(metrics).items()})
+        metrics = D.broadcast_object(
+            {
+                k: (float(v) if isinstance(v, (int, float, np.floating)) or torch.is_tensor(v) else v)
+                for k, v in dict(metrics).items()
+            }
+        )
         key = self.cfg.select_metric
         if key not in metrics:
             raise KeyError(f"eval_fn returned {sorted(metrics)}, which lacks optim.select_metric={key!r}")
         value = float(metrics[key])
         self.last_eval, self.last_eval_step = metrics, self.step
         improved = self.best_metric is None or value > self.best_metric
-        self.logger.log({**{f"dev/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                         "dev/eval_seconds": time.perf_counter() - t0}, step=self.step)
+        self.logger.log(
+            {
+                **{f"dev/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                "dev/eval_seconds": time.perf_counter() - t0,
+            },
+            step=self.step,
+        )
         if improved:
             self.best_metric, self.best_step, self.bad_evals = value, self.step, 0
             self._save_best(metrics)
@@ -460,8 +559,13 @@ class Trainer:
             patience = self.cfg.early_stopping_patience
             if patience and self.bad_evals >= patience:
                 self.stop_reason = "early_stopping"
-                self.logger.event("early_stop", step=self.step, best_step=self.best_step,
-                                  best=self.best_metric, evaluations_without_gain=self.bad_evals)
+                self.logger.event(
+                    "early_stop",
+                    step=self.step,
+                    best_step=self.best_step,
+                    best=self.best_metric,
+                    evaluations_without_gain=self.bad_evals,
+                )
 
     # ------------------------------------------------------------------------------------------- loop
     def _epoch_iterator(self, epoch: int, skip: int):
@@ -498,10 +602,17 @@ class Trainer:
             self.logger.event("already_finished", step=self.step, reason=self.stop_reason)
             return self._finish(write=False)
         if not resumed:
-            self.logger.event("start", step=0, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
-                              precision=self.precision, world_size=self.dist.world_size,
-                              grad_accum=self.grad_accum, deepspeed=self.use_deepspeed,
-                              trainable_params=sum(p.numel() for p in self.module.parameters() if p.requires_grad))
+            self.logger.event(
+                "start",
+                step=0,
+                total_steps=self.total_steps,
+                warmup_steps=self.warmup_steps,
+                precision=self.precision,
+                world_size=self.dist.world_size,
+                grad_accum=self.grad_accum,
+                deepspeed=self.use_deepspeed,
+                trainable_params=sum(p.numel() for p in self.module.parameters() if p.requires_grad),
+            )
         previous = self._install_signal_handlers()
         try:
             self._loop()
@@ -531,8 +642,9 @@ class Trainer:
                 t_step = time.perf_counter()
                 window = self._fetch_window(it)
                 if self._any_rank(len(window) < self.grad_accum):
-                    self.logger.event("epoch_short", step=self.step, epoch=epoch, batches=self.batch_in_epoch,
-                                      expected=usable)
+                    self.logger.event(
+                        "epoch_short", step=self.step, epoch=epoch, batches=self.batch_in_epoch, expected=usable
+                    )
                     short = True
                     break
                 n_samples = 0
@@ -592,14 +704,18 @@ class Trainer:
             return
         self.nonfinite_skips += 1
         self._consecutive_nonfinite += 1
-        self.logger.event("nonfinite_gradients_skipped", step=self.step, grad_norm=grad_norm,
-                          total_skipped=self.nonfinite_skips)
+        self.logger.event(
+            "nonfinite_gradients_skipped", step=self.step, grad_norm=grad_norm, total_skipped=self.nonfinite_skips
+        )
         if self._consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
-            raise FloatingPointError(f"{MAX_CONSECUTIVE_NONFINITE} optimizer steps in a row had non-finite "
-                                     f"gradients (last at step {self.step}); lower optim.lr or check the data")
+            raise FloatingPointError(
+                f"{MAX_CONSECUTIVE_NONFINITE} optimizer steps in a row had non-finite "
+                f"gradients (last at step {self.step}); lower optim.lr or check the data"
+            )
 
-    def _log_train(self, sums: dict, count: int, samples: int, seconds: float, grad_norm: float | None,
-                   lr: float) -> None:
+    def _log_train(
+        self, sums: dict, count: int, samples: int, seconds: float, grad_norm: float | None, lr: float
+    ) -> None:
         means = {k: float(v) / max(count, 1) for k, v in sums.items()}
         if self.dist.distributed:
             means = D.all_reduce_dict(means, "mean")
@@ -624,13 +740,24 @@ class Trainer:
             if self.eval_fn is None:  # nothing to select on: the final model is the one to use
                 self._save_best({})
         summary = {
-            "steps": self.step, "epochs_completed": self.epoch, "total_steps": self.total_steps,
-            "stop_reason": self.stop_reason, "select_metric": self.cfg.select_metric,
-            "best_metric": self.best_metric, "best_step": self.best_step, "last_dev": self.last_eval,
-            "samples_seen": self.samples_seen, "train_seconds": round(self.train_seconds, 3),
-            "samples_per_s": self.samples_seen * self.dist.world_size / self.train_seconds if self.train_seconds else None,
-            "nonfinite_skips": self.nonfinite_skips, "precision": self.precision, "deepspeed": self.use_deepspeed,
-            "world_size": self.dist.world_size, "best_dir": str(self.out_dir / BEST_DIR),
+            "steps": self.step,
+            "epochs_completed": self.epoch,
+            "total_steps": self.total_steps,
+            "stop_reason": self.stop_reason,
+            "select_metric": self.cfg.select_metric,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "last_dev": self.last_eval,
+            "samples_seen": self.samples_seen,
+            "train_seconds": round(self.train_seconds, 3),
+            "samples_per_s": self.samples_seen * self.dist.world_size / self.train_seconds
+            if self.train_seconds
+            else None,
+            "nonfinite_skips": self.nonfinite_skips,
+            "precision": self.precision,
+            "deepspeed": self.use_deepspeed,
+            "world_size": self.dist.world_size,
+            "best_dir": str(self.out_dir / BEST_DIR),
             "last_dir": str(self.out_dir / LAST_DIR),
         }
         if write and self.dist.is_main:

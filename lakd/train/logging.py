@@ -4,7 +4,8 @@
 service: `lakd status` reads its last line, plots read all of it. Each line has ``step`` and ``time`` (unix
 seconds) plus the logged values (``train/loss``, ``train/lr``, ``dev/ua``, ...) or an ``event`` name.
 
-W&B offline runs are written under ``<run_dir>/wandb/`` (upload later with ``wandb sync <run_dir>/wandb/offline-run-*``).
+W&B offline runs are written under ``<run_dir>/wandb/``
+(upload later with ``wandb sync <run_dir>/wandb/offline-run-*``).
 The W&B run id is kept in ``<run_dir>/wandb_run_id`` so a resumed or requeued job continues the same run;
 every value is logged against the custom x-axis ``trainer/step`` so repeated steps after a resume do not
 trip W&B's monotonic-step check.
@@ -19,8 +20,9 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id"
@@ -57,9 +59,17 @@ def _fmt(v: Any) -> str:
 class RunLogger:
     """Log scalars to metrics.jsonl, W&B and the console (main process only)."""
 
-    def __init__(self, run_dir: str | os.PathLike, cfg_dict: Mapping | None = None, wandb_cfg: Any = None,
-                 name: str | None = None, group: str | None = None, enabled_on_rank0: bool = True,
-                 console: bool = True, job_type: str | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        cfg_dict: Mapping | None = None,
+        wandb_cfg: Any = None,
+        name: str | None = None,
+        group: str | None = None,
+        enabled_on_rank0: bool = True,
+        console: bool = True,
+        job_type: str | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.enabled = bool(enabled_on_rank0)
         self.console_enabled = console
@@ -82,8 +92,9 @@ class RunLogger:
             self._wandb_run = self._init_wandb(wandb_cfg, mode, cfg_dict, name, group, job_type)
 
     # ------------------------------------------------------------------------------------------ W&B
-    def _init_wandb(self, wcfg: Any, mode: str, cfg_dict: Mapping | None, name: str | None, group: str | None,
-                    job_type: str | None):
+    def _init_wandb(
+        self, wcfg: Any, mode: str, cfg_dict: Mapping | None, name: str | None, group: str | None, job_type: str | None
+    ):
         import wandb
 
         id_file = self.run_dir / WANDB_ID_FILE
@@ -94,10 +105,20 @@ class RunLogger:
             from lakd.data.shards import atomic_write_bytes
 
             atomic_write_bytes(id_file, run_id.encode())
-        run = wandb.init(project=getattr(wcfg, "project", "lakd"), entity=getattr(wcfg, "entity", None),
-                         group=group or getattr(wcfg, "group", None), name=name, tags=list(getattr(wcfg, "tags", []) or []),
-                         job_type=job_type, config=dict(cfg_dict or {}), dir=str(self.run_dir), mode=mode,
-                         id=run_id, resume="allow", reinit="create_new")
+        run = wandb.init(
+            project=getattr(wcfg, "project", "lakd"),
+            entity=getattr(wcfg, "entity", None),
+            group=group or getattr(wcfg, "group", None),
+            name=name,
+            tags=list(getattr(wcfg, "tags", []) or []),
+            job_type=job_type,
+            config=dict(cfg_dict or {}),
+            dir=str(self.run_dir),
+            mode=mode,
+            id=run_id,
+            resume="allow",
+            reinit="create_new",
+        )
         run.define_metric("trainer/step")
         run.define_metric("*", step_metric="trainer/step")
         return run
@@ -120,8 +141,9 @@ class RunLogger:
         values = {f"{prefix}{k}": _to_float(v) for k, v in metrics.items()}
         self._write({"step": int(step), "time": round(time.time(), 3), **values})
         if self._wandb_run is not None:
-            self._wandb_run.log({"trainer/step": int(step), **{k: v for k, v in values.items()
-                                                               if isinstance(v, (int, float))}})
+            self._wandb_run.log(
+                {"trainer/step": int(step), **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
+            )
         if console and self._console is not None and self.console_enabled:
             body = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items())
             self._console.print(f"[bold]step {step}[/bold]  {body}", markup=True)
@@ -136,8 +158,12 @@ class RunLogger:
         self._write(record)
         if self._console is not None and self.console_enabled:
             extra = "  ".join(f"{k}={_fmt(_to_float(v))}" for k, v in fields.items())
-            self._console.print(f"[cyan]{name}[/cyan]" + (f" at step {step}" if step is not None else "") +
-                                (f"  {extra}" if extra else ""), markup=True)
+            self._console.print(
+                f"[cyan]{name}[/cyan]"
+                + (f" at step {step}" if step is not None else "")
+                + (f"  {extra}" if extra else ""),
+                markup=True,
+            )
 
     def info(self, message: str) -> None:
         if self.enabled and self._console is not None and self.console_enabled:
@@ -162,7 +188,7 @@ class RunLogger:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "RunLogger":
+    def __enter__(self) -> RunLogger:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,11 +8,18 @@ picks one by name. Layouts, label mappings and folds: docs/corpora.md.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lakd.data.corpora import cafe, cremad, emodb, fesc, iemocap, manifest, ravdess
-from lakd.data.corpora.base import (CorpusImportError, CorpusLayoutError, ImportSummary, Utterance, count_rows,
-                                    write_corpus)
+from lakd.data.corpora.base import (
+    CorpusImportError,
+    CorpusLayoutError,
+    ImportSummary,
+    Utterance,
+    count_rows,
+    write_corpus,
+)
 
 CORPORA: dict[str, Callable[..., ImportSummary]] = {
     "iemocap": iemocap.prepare,
@@ -43,5 +50,14 @@ def import_corpus(name: str, root: str | os.PathLike, out_dir: str | os.PathLike
     return CORPORA[key](root, out_dir, **kwargs)
 
 
-__all__ = ["CORPORA", "DESCRIPTIONS", "import_corpus", "ImportSummary", "Utterance", "CorpusLayoutError",
-           "CorpusImportError", "write_corpus", "count_rows"]
+__all__ = [
+    "CORPORA",
+    "DESCRIPTIONS",
+    "import_corpus",
+    "ImportSummary",
+    "Utterance",
+    "CorpusLayoutError",
+    "CorpusImportError",
+    "write_corpus",
+    "count_rows",
+]

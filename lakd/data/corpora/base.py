@@ -18,9 +18,10 @@ import re
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -37,11 +38,26 @@ _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-]+")
 
 # Common spellings of emotion names in labels files and folder names -> canonical name.
 EMOTION_ALIASES = {
-    "angry": "anger", "ang": "anger", "mad": "anger",
-    "happy": "happiness", "hap": "happiness", "joy": "happiness", "joyful": "happiness",
-    "neu": "neutral", "sad": "sadness", "fearful": "fear", "fea": "fear", "afraid": "fear",
-    "disgusted": "disgust", "dis": "disgust", "surprised": "surprise", "sur": "surprise",
-    "bored": "boredom", "fru": "frustration", "frustrated": "frustration", "exc": "excitement",
+    "angry": "anger",
+    "ang": "anger",
+    "mad": "anger",
+    "happy": "happiness",
+    "hap": "happiness",
+    "joy": "happiness",
+    "joyful": "happiness",
+    "neu": "neutral",
+    "sad": "sadness",
+    "fearful": "fear",
+    "fea": "fear",
+    "afraid": "fear",
+    "disgusted": "disgust",
+    "dis": "disgust",
+    "surprised": "surprise",
+    "sur": "surprise",
+    "bored": "boredom",
+    "fru": "frustration",
+    "frustrated": "frustration",
+    "exc": "excitement",
     "excited": "excitement",
 }
 
@@ -60,15 +76,15 @@ class CorpusImportError(RuntimeError):
 class Utterance:
     """One source recording, as an importer found it."""
 
-    path: Path                 # audio file
-    key: str                   # unique sample key (letters, digits, '_' and '-')
-    emotion: str               # canonical English name (anger, happiness, ..., calm, boredom) or the raw label
-    speaker: str               # corpus-unique speaker id, prefixed with the corpus (e.g. "ravdess_07")
-    language: str              # ISO code
-    gender: str = "u"          # "f", "m" or "u"
+    path: Path  # audio file
+    key: str  # unique sample key (letters, digits, '_' and '-')
+    emotion: str  # canonical English name (anger, happiness, ..., calm, boredom) or the raw label
+    speaker: str  # corpus-unique speaker id, prefixed with the corpus (e.g. "ravdess_07")
+    language: str  # ISO code
+    gender: str = "u"  # "f", "m" or "u"
     text: str | None = None
-    group: str | None = None   # fold unit when it is not the speaker (IEMOCAP: session)
-    split: str | None = None   # preassigned split (manifest only)
+    group: str | None = None  # fold unit when it is not the speaker (IEMOCAP: session)
+    split: str | None = None  # preassigned split (manifest only)
     extra: dict[str, Any] = field(default_factory=dict)  # corpus fields kept in the sample json
 
 
@@ -80,14 +96,14 @@ class ImportSummary:
     root: str
     out_dir: str
     labels: list[str]
-    speakers: dict[str, dict[str, list[str]]] = field(default_factory=dict)     # split -> lang -> speakers
+    speakers: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # split -> lang -> speakers
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # split -> lang -> emotion -> n
-    durations: dict[str, dict[str, float]] = field(default_factory=dict)        # split -> lang -> seconds
-    shards: dict[str, list[str]] = field(default_factory=dict)                  # split -> shard paths
-    dropped: dict[str, int] = field(default_factory=dict)    # emotion outside the label set -> n
-    excluded: dict[str, int] = field(default_factory=dict)   # files the protocol leaves out (reason -> n)
+    durations: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> lang -> seconds
+    shards: dict[str, list[str]] = field(default_factory=dict)  # split -> shard paths
+    dropped: dict[str, int] = field(default_factory=dict)  # emotion outside the label set -> n
+    excluded: dict[str, int] = field(default_factory=dict)  # files the protocol leaves out (reason -> n)
     skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable/missing: {"path", "reason"}
-    protocol: dict[str, Any] = field(default_factory=dict)   # split scheme/fold that was used
+    protocol: dict[str, Any] = field(default_factory=dict)  # split scheme/fold that was used
     seconds: float = 0.0
 
     @property
@@ -113,14 +129,27 @@ class ImportSummary:
     def as_dict(self) -> dict[str, Any]:
         speakers = self.split_speakers
         return {
-            "corpus": self.corpus, "root": self.root, "out_dir": self.out_dir, "labels": list(self.labels),
-            "num_samples": self.num_samples, "protocol": self.protocol,
-            "splits": {s: {"speakers": speakers.get(s, []), "counts": self.counts.get(s, {}),
-                           "duration_s": round(sum(self.durations.get(s, {}).values()), 2),
-                           "shards": self.shards.get(s, [])} for s in split_order(self.counts)},
-            "dropped": dict(self.dropped), "excluded": dict(self.excluded),
-            "skipped": list(self.skipped), "num_skipped": self.num_skipped,
-            "rows": self.rows(), "seconds": round(self.seconds, 2),
+            "corpus": self.corpus,
+            "root": self.root,
+            "out_dir": self.out_dir,
+            "labels": list(self.labels),
+            "num_samples": self.num_samples,
+            "protocol": self.protocol,
+            "splits": {
+                s: {
+                    "speakers": speakers.get(s, []),
+                    "counts": self.counts.get(s, {}),
+                    "duration_s": round(sum(self.durations.get(s, {}).values()), 2),
+                    "shards": self.shards.get(s, []),
+                }
+                for s in split_order(self.counts)
+            },
+            "dropped": dict(self.dropped),
+            "excluded": dict(self.excluded),
+            "skipped": list(self.skipped),
+            "num_skipped": self.num_skipped,
+            "rows": self.rows(),
+            "seconds": round(self.seconds, 2),
         }
 
 
@@ -130,9 +159,12 @@ def split_order(splits: Iterable[str]) -> list[str]:
     return sorted(splits, key=lambda s: (order.get(s, 9), s))
 
 
-def count_rows(counts: Mapping[str, Mapping[str, Mapping[str, int]]],
-               speakers: Mapping[str, Mapping[str, Sequence[str]]],
-               durations: Mapping[str, Mapping[str, float]], labels: Sequence[str]) -> list[dict[str, Any]]:
+def count_rows(
+    counts: Mapping[str, Mapping[str, Mapping[str, int]]],
+    speakers: Mapping[str, Mapping[str, Sequence[str]]],
+    durations: Mapping[str, Mapping[str, float]],
+    labels: Sequence[str],
+) -> list[dict[str, Any]]:
     """Rows {split, language, <label>..., total, speakers, hours} in train/dev/test order."""
     rows = []
     for split in split_order(counts):
@@ -148,6 +180,7 @@ def count_rows(counts: Mapping[str, Mapping[str, Mapping[str, int]]],
 
 
 # ----------------------------------------------------------------------------- labels
+
 
 def normalize_labels(labels: Iterable[str] | None) -> list[str]:
     labs = list(labels) if labels is not None else list(DEFAULT_LABELS)
@@ -201,6 +234,7 @@ def corpus_name(text: str) -> str:
 
 # ----------------------------------------------------------------------------- splits
 
+
 def resolve_fold(fold: int | str | None, folds: Sequence[Sequence[str]], corpus: str) -> int:
     """A 1-based fold number from a number, a numeric string, or the name of a group in a fold
     (e.g. "Session3" for IEMOCAP, "ravdess_21"); None means the last fold."""
@@ -212,13 +246,19 @@ def resolve_fold(fold: int | str | None, folds: Sequence[Sequence[str]], corpus:
     for k, groups in enumerate(folds, start=1):
         if name in groups or f"{corpus}_{name}" in groups:
             return k
-    raise ValueError(f"{corpus}: fold {fold!r} is neither a fold number (1..{len(folds)}) nor a group in a fold "
-                     f"({', '.join(g for f in folds for g in f)[:300]})")
+    raise ValueError(
+        f"{corpus}: fold {fold!r} is neither a fold number (1..{len(folds)}) nor a group in a fold "
+        f"({', '.join(g for f in folds for g in f)[:300]})"
+    )
 
 
-def fold_protocol(utterances: Sequence[Utterance], scheme: str, fold: int | str | None,
-                  default_folds: Sequence[Sequence[str]], corpus: str,
-                  ) -> tuple[Callable[[Utterance], str | None], dict[str, Any]]:
+def fold_protocol(
+    utterances: Sequence[Utterance],
+    scheme: str,
+    fold: int | str | None,
+    default_folds: Sequence[Sequence[str]],
+    corpus: str,
+) -> tuple[Callable[[Utterance], str | None], dict[str, Any]]:
     """The split function for a fold of a scheme, and a description of it for the summary.
 
     scheme "default": the corpus's folds over `Utterance.group` (or the speaker when a corpus has
@@ -227,15 +267,23 @@ def fold_protocol(utterances: Sequence[Utterance], scheme: str, fold: int | str 
     """
     if scheme == "default":
         folds = [list(f) for f in default_folds if f]
-        key: Callable[[Utterance], str] = lambda u: u.group or u.speaker
+
+        def key(u: Utterance) -> str:
+            return u.group or u.speaker
+
     elif scheme == "loso":
         folds = [[s] for s in natural_sorted(u.speaker for u in utterances)]
-        key = lambda u: u.speaker
+
+        def key(u: Utterance) -> str:
+            return u.speaker
+
     else:
         raise ValueError(f"{corpus}: unknown split scheme {scheme!r}; use one of {SCHEMES}")
     if len(folds) < 3:
-        raise SplitLeakError(f"{corpus}: found {len(folds)} fold(s) of speakers ({folds}); speaker-independent "
-                             "train/dev/test needs at least 3 -- is the root complete?")
+        raise SplitLeakError(
+            f"{corpus}: found {len(folds)} fold(s) of speakers ({folds}); speaker-independent "
+            "train/dev/test needs at least 3 -- is the root complete?"
+        )
     k = resolve_fold(fold, folds, corpus)
     assignment = fold_assignment(folds, k)
     where = {g: split for split, groups in assignment.items() for g in groups}
@@ -256,6 +304,7 @@ def actor_folds(utterances: Sequence[Utterance], per_fold: int) -> list[list[str
 
 # ----------------------------------------------------------------------------- audio
 
+
 def encode_source_flac(path: Path) -> tuple[bytes, int, int, int]:
     """Read an audio file with soundfile; return (flac_bytes, sample_rate, channels, frames).
 
@@ -273,7 +322,7 @@ def encode_source_flac(path: Path) -> tuple[bytes, int, int, int]:
     if data.shape[0] == 0:
         raise ValueError("contains no audio frames")
     if data.dtype == np.float64:
-        data = np.clip(data, -1.0, 1.0 - 2.0 ** -23)
+        data = np.clip(data, -1.0, 1.0 - 2.0**-23)
     buf = io.BytesIO()
     sf.write(buf, data if data.shape[1] > 1 else data[:, 0], sr, format="FLAC", subtype="PCM_24" if high else "PCM_16")
     return buf.getvalue(), int(sr), int(data.shape[1]), int(data.shape[0])
@@ -294,6 +343,7 @@ def unreadable_reason(path: Path, error: Exception) -> str:
 
 
 # ----------------------------------------------------------------------------- writing
+
 
 def skip(skipped: list[dict[str, str]], path: Path | str, reason: str, strict: bool) -> None:
     """Record a bad source file in `skipped`: an error under `strict`, else a counted, logged skip."""
@@ -317,11 +367,22 @@ def _clear_corpus_shards(out_dir: Path, corpus: str) -> None:
                 (split_dir / "index.json").unlink()
 
 
-def write_corpus(corpus: str, root: str | os.PathLike, out_dir: str | os.PathLike, utterances: Sequence[Utterance],
-                 split_of: Callable[[Utterance], str | None], labels: Sequence[str] | None = None,
-                 label_map: Mapping[str, str] | None = None, shard_size: int = 200, strict: bool = False,
-                 seed: int = 0, progress: ProgressFn | None = None, protocol: Mapping[str, Any] | None = None,
-                 excluded: Mapping[str, int] | None = None, skipped: Sequence[dict] | None = None) -> ImportSummary:
+def write_corpus(
+    corpus: str,
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    utterances: Sequence[Utterance],
+    split_of: Callable[[Utterance], str | None],
+    labels: Sequence[str] | None = None,
+    label_map: Mapping[str, str] | None = None,
+    shard_size: int = 200,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    protocol: Mapping[str, Any] | None = None,
+    excluded: Mapping[str, int] | None = None,
+    skipped: Sequence[dict] | None = None,
+) -> ImportSummary:
     """Write utterances as shards, one split/language at a time, shuffled within each (seeded).
 
     New shards are written to a staging folder inside `out_dir` and moved into place only when
@@ -332,8 +393,9 @@ def write_corpus(corpus: str, root: str | os.PathLike, out_dir: str | os.PathLik
     labs = normalize_labels(labels)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = ImportSummary(corpus=corpus, root=str(root), out_dir=str(out_dir), labels=labs,
-                            protocol=dict(protocol or {}))
+    summary = ImportSummary(
+        corpus=corpus, root=str(root), out_dir=str(out_dir), labels=labs, protocol=dict(protocol or {})
+    )
     summary.excluded.update(excluded or {})
     summary.skipped.extend(skipped or [])
     dropped: Counter = Counter()
@@ -351,8 +413,12 @@ def write_corpus(corpus: str, root: str | os.PathLike, out_dir: str | os.PathLik
             summary.excluded["speaker in no split"] = summary.excluded.get("speaker in no split", 0) + 1
             continue
         if u.key in keys_seen:
-            skip(summary.skipped, u.path,
-                 f"duplicate sample key {u.key!r} (the same recording found twice under the root?)", strict)
+            skip(
+                summary.skipped,
+                u.path,
+                f"duplicate sample key {u.key!r} (the same recording found twice under the root?)",
+                strict,
+            )
             continue
         keys_seen.add(u.key)
         keep[(split, u.language)].append((u, label))
@@ -362,9 +428,11 @@ def write_corpus(corpus: str, root: str | os.PathLike, out_dir: str | os.PathLik
         split_speakers[split].update(u.speaker for u, _ in items)
     validate_speaker_splits(split_speakers, where=f"{corpus} import")
     if not keep:
-        raise CorpusLayoutError(f"{root}: no {corpus} utterances with labels {labs} were found "
-                                f"(dropped by label: {dict(dropped)}, excluded: {summary.excluded}, "
-                                f"skipped: {len(summary.skipped)})")
+        raise CorpusLayoutError(
+            f"{root}: no {corpus} utterances with labels {labs} were found "
+            f"(dropped by label: {dict(dropped)}, excluded: {summary.excluded}, "
+            f"skipped: {len(summary.skipped)})"
+        )
 
     # 2. shards, staged
     total = sum(len(v) for v in keep.values())
@@ -376,7 +444,7 @@ def write_corpus(corpus: str, root: str | os.PathLike, out_dir: str | os.PathLik
     durations: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     written_speakers: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     try:
-        for (split, lang) in sorted(keep):
+        for split, lang in sorted(keep):
             items = sorted(keep[(split, lang)], key=lambda x: x[0].key)
             random.Random(f"{seed}-{corpus}-{split}-{lang}").shuffle(items)
             writer = ShardWriter(staging / split, prefix=f"{corpus}-{lang}", max_count=shard_size, write_index=False)
@@ -391,10 +459,19 @@ def write_corpus(corpus: str, root: str | os.PathLike, out_dir: str | os.PathLik
                             progress(done, total)
                         continue
                     duration = frames / sr
-                    meta = {**u.extra, "emotion": label, "language": lang, "speaker": u.speaker,
-                            "gender": u.gender, "corpus": corpus, "split": split,
-                            "duration": round(duration, 3), "sample_rate": sr, "channels": channels,
-                            "source": _relpath(u.path, root)}
+                    meta = {
+                        **u.extra,
+                        "emotion": label,
+                        "language": lang,
+                        "speaker": u.speaker,
+                        "gender": u.gender,
+                        "corpus": corpus,
+                        "split": split,
+                        "duration": round(duration, 3),
+                        "sample_rate": sr,
+                        "channels": channels,
+                        "source": _relpath(u.path, root),
+                    }
                     if u.text is not None:
                         meta["text"] = u.text
                     writer.write(u.key, meta, audio_bytes=flac, audio_ext="flac")
@@ -468,22 +545,50 @@ class Scan:
     """What an importer found under its root, before labels and splits are applied."""
 
     utterances: list[Utterance] = field(default_factory=list)
-    excluded: Counter = field(default_factory=Counter)        # reason -> n (left out by the protocol)
+    excluded: Counter = field(default_factory=Counter)  # reason -> n (left out by the protocol)
     skipped: list[dict[str, str]] = field(default_factory=list)  # bad files met while scanning
 
 
-def import_scan(corpus: str, root: Path, out_dir: str | os.PathLike, scan: Scan,
-                default_folds: Sequence[Sequence[str]], expected: str, *, labels: Iterable[str] | None,
-                fold: int | str | None, scheme: str, label_map: Mapping[str, str] | None, shard_size: int,
-                strict: bool, seed: int, progress: ProgressFn | None,
-                split_of: Callable[[Utterance], str | None] | None = None,
-                protocol: Mapping[str, Any] | None = None) -> ImportSummary:
+def import_scan(
+    corpus: str,
+    root: Path,
+    out_dir: str | os.PathLike,
+    scan: Scan,
+    default_folds: Sequence[Sequence[str]],
+    expected: str,
+    *,
+    labels: Iterable[str] | None,
+    fold: int | str | None,
+    scheme: str,
+    label_map: Mapping[str, str] | None,
+    shard_size: int,
+    strict: bool,
+    seed: int,
+    progress: ProgressFn | None,
+    split_of: Callable[[Utterance], str | None] | None = None,
+    protocol: Mapping[str, Any] | None = None,
+) -> ImportSummary:
     """Apply the fold protocol (unless `split_of` is given) and write the shards."""
     if not scan.utterances:
-        raise CorpusLayoutError(f"{corpus}: found no utterances under {root}; expected {expected}"
-                                + (f" ({len(scan.skipped)} file(s) skipped)" if scan.skipped else ""))
+        raise CorpusLayoutError(
+            f"{corpus}: found no utterances under {root}; expected {expected}"
+            + (f" ({len(scan.skipped)} file(s) skipped)" if scan.skipped else "")
+        )
     if split_of is None:
         split_of, protocol = fold_protocol(scan.utterances, scheme, fold, default_folds, corpus)
-    return write_corpus(corpus, root, out_dir, scan.utterances, split_of, labels=labels, label_map=label_map,
-                        shard_size=shard_size, strict=strict, seed=seed, progress=progress, protocol=protocol,
-                        excluded=scan.excluded, skipped=scan.skipped)
+    return write_corpus(
+        corpus,
+        root,
+        out_dir,
+        scan.utterances,
+        split_of,
+        labels=labels,
+        label_map=label_map,
+        shard_size=shard_size,
+        strict=strict,
+        seed=seed,
+        progress=progress,
+        protocol=protocol,
+        excluded=scan.excluded,
+        skipped=scan.skipped,
+    )

@@ -18,19 +18,35 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from lakd import DEFAULT_LABELS
-from lakd.data.corpora.base import (ImportSummary, ProgressFn, Scan, Utterance, actor_folds, find_files, import_scan,
-                                    require_dir)
+from lakd.data.corpora.base import (
+    ImportSummary,
+    ProgressFn,
+    Scan,
+    Utterance,
+    actor_folds,
+    find_files,
+    import_scan,
+    require_dir,
+)
 
 CORPUS = "cafe"
 LANGUAGE = "fr"
 EXPECTED = "<Émotion>/<Faible|Fort>/AA-E-I-S.wav (or .aiff) and Neutre/AA-N-S.wav"
 ACTORS_PER_FOLD = 2
 
-EMOTIONS = {"C": "anger", "D": "disgust", "J": "happiness", "N": "neutral", "P": "fear", "S": "surprise", "T": "sadness"}
+EMOTIONS = {
+    "C": "anger",
+    "D": "disgust",
+    "J": "happiness",
+    "N": "neutral",
+    "P": "fear",
+    "S": "surprise",
+    "T": "sadness",
+}
 INTENSITY = {"1": "low", "2": "high"}
 SENTENCES = {
     "1": "Un cheval fou dans mon jardin",
@@ -51,19 +67,51 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
         extra = {"emotion_raw": emo, "sentence": int(sentence), "actor": int(actor)}
         if intensity:
             extra["intensity"] = INTENSITY[intensity]
-        result.utterances.append(Utterance(
-            path=path, key=f"{CORPUS}_{path.stem}", emotion=EMOTIONS[emo], speaker=f"{CORPUS}_{actor}",
-            language=language, gender="m" if int(actor) % 2 else "f", text=SENTENCES[sentence], extra=extra))
+        result.utterances.append(
+            Utterance(
+                path=path,
+                key=f"{CORPUS}_{path.stem}",
+                emotion=EMOTIONS[emo],
+                speaker=f"{CORPUS}_{actor}",
+                language=language,
+                gender="m" if int(actor) % 2 else "f",
+                text=SENTENCES[sentence],
+                extra=extra,
+            )
+        )
     return result
 
 
-def prepare(root: str | os.PathLike, out_dir: str | os.PathLike, labels: Iterable[str] = DEFAULT_LABELS,
-            fold: int | str | None = None, scheme: str = "default", label_map: Mapping[str, str] | None = None,
-            language: str = LANGUAGE, shard_size: int = 200, strict: bool = False, seed: int = 0,
-            progress: ProgressFn | None = None) -> ImportSummary:
+def prepare(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    labels: Iterable[str] = DEFAULT_LABELS,
+    fold: int | str | None = None,
+    scheme: str = "default",
+    label_map: Mapping[str, str] | None = None,
+    language: str = LANGUAGE,
+    shard_size: int = 200,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> ImportSummary:
     """Import CaFE. scheme "default" = 6 actor-pair folds (fold 1..6, default 6); "loso" = per actor."""
     root = require_dir(root, CORPUS, EXPECTED)
     found = scan(root, language=language, strict=strict)
     folds = actor_folds(found.utterances, ACTORS_PER_FOLD)
-    return import_scan(CORPUS, root, out_dir, found, folds, EXPECTED, labels=labels, fold=fold, scheme=scheme,
-                       label_map=label_map, shard_size=shard_size, strict=strict, seed=seed, progress=progress)
+    return import_scan(
+        CORPUS,
+        root,
+        out_dir,
+        found,
+        folds,
+        EXPECTED,
+        labels=labels,
+        fold=fold,
+        scheme=scheme,
+        label_map=label_map,
+        shard_size=shard_size,
+        strict=strict,
+        seed=seed,
+        progress=progress,
+    )

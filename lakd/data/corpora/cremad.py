@@ -16,8 +16,8 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from lakd import DEFAULT_LABELS
 from lakd.data.corpora.base import ImportSummary, ProgressFn, Scan, Utterance, find_files, import_scan, log, require_dir
@@ -31,10 +31,17 @@ N_FOLDS = 5
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness"}
 LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
 SENTENCES = {
-    "IEO": "It's eleven o'clock", "TIE": "That is exactly what happened", "IOM": "I'm on my way to the meeting",
-    "IWW": "I wonder what this is about", "TAI": "The airplane is almost full", "MTI": "Maybe tomorrow it will be cold",
-    "IWL": "I would like a new alarm clock", "ITH": "I think I have a doctor's appointment",
-    "DFA": "Don't forget a jacket", "ITS": "I think I've seen this before", "TSI": "The surface is slick",
+    "IEO": "It's eleven o'clock",
+    "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting",
+    "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full",
+    "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock",
+    "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket",
+    "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick",
     "WSI": "We'll stop in a couple of minutes",
 }
 _NAME = re.compile(r"^(\d{4})_([A-Za-z]{3})_([A-Za-z]{3})_([A-Za-z]{2})\.wav$", re.IGNORECASE)
@@ -53,8 +60,10 @@ def read_demographics(root: Path) -> dict[str, dict[str, str]]:
             if not actor:
                 continue
             sex = (row.get("Sex") or "").strip().lower()
-            out[actor] = {"gender": {"male": "m", "female": "f"}.get(sex, "u"),
-                          **{k.lower(): v.strip() for k, v in row.items() if k and k not in ("ActorID", "Sex") and v}}
+            out[actor] = {
+                "gender": {"male": "m", "female": "f"}.get(sex, "u"),
+                **{k.lower(): v.strip() for k, v in row.items() if k and k not in ("ActorID", "Sex") and v},
+            }
     log.info("cremad: demographics for %d actors from %s", len(out), path)
     return out
 
@@ -69,21 +78,52 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
         info = demo.get(actor, {})
         extra = {"emotion_raw": emo, "sentence": sentence, "level": LEVELS.get(level, level), "actor": int(actor)}
         extra.update({k: v for k, v in info.items() if k != "gender"})
-        result.utterances.append(Utterance(
-            path=path, key=f"{CORPUS}_{path.stem}", emotion=EMOTIONS.get(emo, emo.lower()),
-            speaker=f"{CORPUS}_{actor}", language=language, gender=info.get("gender", "u"),
-            text=SENTENCES.get(sentence), extra=extra))
+        result.utterances.append(
+            Utterance(
+                path=path,
+                key=f"{CORPUS}_{path.stem}",
+                emotion=EMOTIONS.get(emo, emo.lower()),
+                speaker=f"{CORPUS}_{actor}",
+                language=language,
+                gender=info.get("gender", "u"),
+                text=SENTENCES.get(sentence),
+                extra=extra,
+            )
+        )
     return result
 
 
-def prepare(root: str | os.PathLike, out_dir: str | os.PathLike, labels: Iterable[str] = DEFAULT_LABELS,
-            fold: int | str | None = None, scheme: str = "default", label_map: Mapping[str, str] | None = None,
-            language: str = LANGUAGE, shard_size: int = 200, strict: bool = False, seed: int = 0,
-            progress: ProgressFn | None = None) -> ImportSummary:
+def prepare(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    labels: Iterable[str] = DEFAULT_LABELS,
+    fold: int | str | None = None,
+    scheme: str = "default",
+    label_map: Mapping[str, str] | None = None,
+    language: str = LANGUAGE,
+    shard_size: int = 200,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> ImportSummary:
     """Import CREMA-D. scheme "default" = 5 actor-id folds (fold 1..5, default 5); "loso" = per actor."""
     root = require_dir(root, CORPUS, EXPECTED)
     found = scan(root, language=language, strict=strict)
     speakers = {u.speaker for u in found.utterances}
     folds = contiguous_folds(speakers, min(N_FOLDS, len(speakers))) if speakers else []
-    return import_scan(CORPUS, root, out_dir, found, folds, EXPECTED, labels=labels, fold=fold, scheme=scheme,
-                       label_map=label_map, shard_size=shard_size, strict=strict, seed=seed, progress=progress)
+    return import_scan(
+        CORPUS,
+        root,
+        out_dir,
+        found,
+        folds,
+        EXPECTED,
+        labels=labels,
+        fold=fold,
+        scheme=scheme,
+        label_map=label_map,
+        shard_size=shard_size,
+        strict=strict,
+        seed=seed,
+        progress=progress,
+    )

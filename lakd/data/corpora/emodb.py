@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from lakd import DEFAULT_LABELS
 from lakd.data.corpora.base import ImportSummary, ProgressFn, Scan, Utterance, find_files, import_scan, require_dir
@@ -48,10 +48,18 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
     audio_root = root / "wav" if (root / "wav").is_dir() else root
     for path in find_files(audio_root, _NAME, (".wav",)):
         speaker, text, emo, version = _NAME.match(path.name).groups()
-        result.utterances.append(Utterance(
-            path=path, key=f"{CORPUS}_{path.stem}", emotion=EMOTIONS.get(emo, emo),
-            speaker=f"{CORPUS}_{speaker}", language=language, gender=GENDER.get(speaker, "u"), text=TEXTS.get(text),
-            extra={"emotion_raw": emo, "text_id": text, "version": version}))
+        result.utterances.append(
+            Utterance(
+                path=path,
+                key=f"{CORPUS}_{path.stem}",
+                emotion=EMOTIONS.get(emo, emo),
+                speaker=f"{CORPUS}_{speaker}",
+                language=language,
+                gender=GENDER.get(speaker, "u"),
+                text=TEXTS.get(text),
+                extra={"emotion_raw": emo, "text_id": text, "version": version},
+            )
+        )
     return result
 
 
@@ -63,13 +71,36 @@ def default_folds(speakers: set[str]) -> list[list[str]]:
     return contiguous_folds(speakers, min(5, len(speakers))) if speakers else []
 
 
-def prepare(root: str | os.PathLike, out_dir: str | os.PathLike, labels: Iterable[str] = DEFAULT_LABELS,
-            fold: int | str | None = None, scheme: str = "default", label_map: Mapping[str, str] | None = None,
-            language: str = LANGUAGE, shard_size: int = 200, strict: bool = False, seed: int = 0,
-            progress: ProgressFn | None = None) -> ImportSummary:
+def prepare(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    labels: Iterable[str] = DEFAULT_LABELS,
+    fold: int | str | None = None,
+    scheme: str = "default",
+    label_map: Mapping[str, str] | None = None,
+    language: str = LANGUAGE,
+    shard_size: int = 200,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> ImportSummary:
     """Import EmoDB. scheme "default" = 5 speaker-pair folds (fold 1..5, default 5); "loso" = per speaker."""
     root = require_dir(root, CORPUS, EXPECTED)
     found = scan(root, language=language, strict=strict)
     folds = default_folds({u.speaker for u in found.utterances})
-    return import_scan(CORPUS, root, out_dir, found, folds, EXPECTED, labels=labels, fold=fold, scheme=scheme,
-                       label_map=label_map, shard_size=shard_size, strict=strict, seed=seed, progress=progress)
+    return import_scan(
+        CORPUS,
+        root,
+        out_dir,
+        found,
+        folds,
+        EXPECTED,
+        labels=labels,
+        fold=fold,
+        scheme=scheme,
+        label_map=label_map,
+        shard_size=shard_size,
+        strict=strict,
+        seed=seed,
+        progress=progress,
+    )

@@ -19,13 +19,22 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from lakd import DEFAULT_LABELS
 from lakd.data.corpora import manifest
-from lakd.data.corpora.base import (CorpusLayoutError, ImportSummary, ProgressFn, Scan, Utterance, canonical_emotion,
-                                    import_scan, require_dir, sanitize_key)
+from lakd.data.corpora.base import (
+    CorpusLayoutError,
+    ImportSummary,
+    ProgressFn,
+    Scan,
+    Utterance,
+    canonical_emotion,
+    import_scan,
+    require_dir,
+    sanitize_key,
+)
 
 CORPUS = "fesc"
 LANGUAGE = "fi"
@@ -33,10 +42,22 @@ EXPECTED = "<speaker>/<emotion>/<file>.wav folders, or labels.csv (path, emotion
 AUDIO_EXTS = (".wav", ".flac", ".aiff", ".aif")
 
 FINNISH_EMOTIONS = {
-    "viha": "anger", "suuttumus": "anger", "vihainen": "anger", "ilo": "happiness", "iloinen": "happiness",
-    "onni": "happiness", "neutraali": "neutral", "suru": "sadness", "surullinen": "sadness", "pelko": "fear",
-    "inho": "disgust", "yllätys": "surprise", "yllatys": "surprise", "ikävystyminen": "boredom",
-    "tylsistyminen": "boredom", "hellyys": "tenderness",
+    "viha": "anger",
+    "suuttumus": "anger",
+    "vihainen": "anger",
+    "ilo": "happiness",
+    "iloinen": "happiness",
+    "onni": "happiness",
+    "neutraali": "neutral",
+    "suru": "sadness",
+    "surullinen": "sadness",
+    "pelko": "fear",
+    "inho": "disgust",
+    "yllätys": "surprise",
+    "yllatys": "surprise",
+    "ikävystyminen": "boredom",
+    "tylsistyminen": "boredom",
+    "hellyys": "tenderness",
 }
 _GENDERED = re.compile(r"^([FfMm])[_\-]?\d+$")
 
@@ -71,30 +92,70 @@ def scan_folders(root: Path, language: str = LANGUAGE, labels: Iterable[str] = (
                     m = _GENDERED.match(spk_dir.name)
                     gender = m.group(1).lower() if m else "u"
                 rel = path.relative_to(root).with_suffix("").as_posix()
-                result.utterances.append(Utterance(
-                    path=path, key=sanitize_key(f"{CORPUS}_{rel}"), emotion=emotion,
-                    speaker=f"{CORPUS}_{spk_dir.name}", language=language, gender=gender,
-                    extra={"emotion_raw": name}))
+                result.utterances.append(
+                    Utterance(
+                        path=path,
+                        key=sanitize_key(f"{CORPUS}_{rel}"),
+                        emotion=emotion,
+                        speaker=f"{CORPUS}_{spk_dir.name}",
+                        language=language,
+                        gender=gender,
+                        extra={"emotion_raw": name},
+                    )
+                )
     return result
 
 
-def prepare(root: str | os.PathLike, out_dir: str | os.PathLike, labels: Iterable[str] = DEFAULT_LABELS,
-            fold: int | str | None = None, scheme: str = "default", label_map: Mapping[str, str] | None = None,
-            language: str = LANGUAGE, shard_size: int = 200, strict: bool = False, seed: int = 0,
-            progress: ProgressFn | None = None) -> ImportSummary:
+def prepare(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    labels: Iterable[str] = DEFAULT_LABELS,
+    fold: int | str | None = None,
+    scheme: str = "default",
+    label_map: Mapping[str, str] | None = None,
+    language: str = LANGUAGE,
+    shard_size: int = 200,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> ImportSummary:
     """Import FESC by the folder or labels-file convention. scheme "default" = 5 seeded speaker folds
     (fold 1..5, default 5), or the labels file's split column when it has one; "loso" = per speaker."""
     root = require_dir(root, CORPUS, EXPECTED)
     if any((root / n).is_file() for n in ("labels.csv", "labels.tsv")):
         finnish = {**FINNISH_EMOTIONS, **{k.capitalize(): v for k, v in FINNISH_EMOTIONS.items()}}
-        return manifest.prepare(root, out_dir, labels=labels, fold=fold, scheme=scheme,
-                                label_map={**finnish, **(label_map or {})},
-                                language=language, corpus=CORPUS, shard_size=shard_size, strict=strict, seed=seed,
-                                progress=progress)
+        return manifest.prepare(
+            root,
+            out_dir,
+            labels=labels,
+            fold=fold,
+            scheme=scheme,
+            label_map={**finnish, **(label_map or {})},
+            language=language,
+            corpus=CORPUS,
+            shard_size=shard_size,
+            strict=strict,
+            seed=seed,
+            progress=progress,
+        )
     labels = list(labels)
     found = scan_folders(root, language=language, labels=labels)
     if not found.utterances:
         raise CorpusLayoutError(f"{CORPUS}: found no audio under {root}; expected {EXPECTED}")
     folds = manifest.assign_language_folds(found.utterances, seed)
-    return import_scan(CORPUS, root, out_dir, found, folds, EXPECTED, labels=labels, fold=fold, scheme=scheme,
-                       label_map=label_map, shard_size=shard_size, strict=strict, seed=seed, progress=progress)
+    return import_scan(
+        CORPUS,
+        root,
+        out_dir,
+        found,
+        folds,
+        EXPECTED,
+        labels=labels,
+        fold=fold,
+        scheme=scheme,
+        label_map=label_map,
+        shard_size=shard_size,
+        strict=strict,
+        seed=seed,
+        progress=progress,
+    )

@@ -2,7 +2,8 @@
 
 Layout (the official release, `root` is IEMOCAP_full_release or its parent):
 
-    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt     [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]
+    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt
+        [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]
     Session{1..5}/dialog/transcriptions/<dialog>.txt    Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
     Session{1..5}/sentences/wav/<dialog>/<utterance>.wav
 
@@ -16,31 +17,53 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from lakd import DEFAULT_LABELS
-from lakd.data.corpora.base import (CorpusLayoutError, ImportSummary, ProgressFn, Scan, Utterance, import_scan,
-                                    require_dir, skip)
+from lakd.data.corpora.base import (
+    CorpusLayoutError,
+    ImportSummary,
+    ProgressFn,
+    Scan,
+    Utterance,
+    import_scan,
+    require_dir,
+    skip,
+)
 
 CORPUS = "iemocap"
 LANGUAGE = "en"
 EXPECTED = "Session{1..5}/dialog/EmoEvaluation/*.txt and Session{1..5}/sentences/wav/<dialog>/<utt>.wav"
 
-CODES = {"ang": "anger", "hap": "happiness", "exc": "happiness", "neu": "neutral", "sad": "sadness",
-         "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust", "oth": "other",
-         "xxx": "no_agreement"}
+CODES = {
+    "ang": "anger",
+    "hap": "happiness",
+    "exc": "happiness",
+    "neu": "neutral",
+    "sad": "sadness",
+    "fru": "frustration",
+    "sur": "surprise",
+    "fea": "fear",
+    "dis": "disgust",
+    "oth": "other",
+    "xxx": "no_agreement",
+}
 
-_EVAL_LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(Ses\w+)\s+(\w+)\s+"
-                        r"\[\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*\]")
+_EVAL_LINE = re.compile(
+    r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(Ses\w+)\s+(\w+)\s+"
+    r"\[\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*\]"
+)
 _TRANS_LINE = re.compile(r"^(Ses\w+)\s+\[[^\]]*\]:\s*(.*)$")
 _UTT_ID = re.compile(r"^Ses(\d{2})[FM]_.+_([FM])[A-Za-z]*\d+$")
 
 
 def find_sessions(root: Path) -> list[Path]:
     base = root / "IEMOCAP_full_release" if (root / "IEMOCAP_full_release").is_dir() else root
-    sessions = sorted((p for p in base.glob("Session*") if p.is_dir() and re.fullmatch(r"Session\d+", p.name)),
-                      key=lambda p: int(p.name[7:]))
+    sessions = sorted(
+        (p for p in base.glob("Session*") if p.is_dir() and re.fullmatch(r"Session\d+", p.name)),
+        key=lambda p: int(p.name[7:]),
+    )
     if not sessions:
         raise CorpusLayoutError(f"{CORPUS}: no Session1..Session5 folders under {root} (expected {EXPECTED})")
     return sessions
@@ -87,23 +110,63 @@ def scan(root: Path, language: str = LANGUAGE, merge_excitement: bool = True, st
                 emotion = CODES.get(code, code)
                 if code == "exc" and not merge_excitement:
                     emotion = "excitement"
-                result.utterances.append(Utterance(
-                    path=wav, key=f"{CORPUS}_{utt}", emotion=emotion, speaker=f"{CORPUS}_Ses{session_no:02d}_{letter}",
-                    language=language, gender=letter.lower(), text=texts.get(utt), group=f"Session{session_no}",
-                    extra={"emotion_raw": code, "session": session_no, "dialog": utt.rsplit("_", 1)[0],
-                           "improvised": "_impro" in utt, "start": float(start), "end": float(end),
-                           "valence": float(val), "arousal": float(act), "dominance": float(dom)}))
+                result.utterances.append(
+                    Utterance(
+                        path=wav,
+                        key=f"{CORPUS}_{utt}",
+                        emotion=emotion,
+                        speaker=f"{CORPUS}_Ses{session_no:02d}_{letter}",
+                        language=language,
+                        gender=letter.lower(),
+                        text=texts.get(utt),
+                        group=f"Session{session_no}",
+                        extra={
+                            "emotion_raw": code,
+                            "session": session_no,
+                            "dialog": utt.rsplit("_", 1)[0],
+                            "improvised": "_impro" in utt,
+                            "start": float(start),
+                            "end": float(end),
+                            "valence": float(val),
+                            "arousal": float(act),
+                            "dominance": float(dom),
+                        },
+                    )
+                )
     return result
 
 
-def prepare(root: str | os.PathLike, out_dir: str | os.PathLike, labels: Iterable[str] = DEFAULT_LABELS,
-            fold: int | str | None = None, scheme: str = "default", label_map: Mapping[str, str] | None = None,
-            language: str = LANGUAGE, merge_excitement: bool = True, shard_size: int = 200, strict: bool = False,
-            seed: int = 0, progress: ProgressFn | None = None) -> ImportSummary:
+def prepare(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    labels: Iterable[str] = DEFAULT_LABELS,
+    fold: int | str | None = None,
+    scheme: str = "default",
+    label_map: Mapping[str, str] | None = None,
+    language: str = LANGUAGE,
+    merge_excitement: bool = True,
+    shard_size: int = 200,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> ImportSummary:
     """Import IEMOCAP. scheme "default" = leave-one-session-out folds (fold 1..5, default 5); "loso" = per speaker."""
     root = require_dir(root, CORPUS, EXPECTED)
     found = scan(root, language=language, merge_excitement=merge_excitement, strict=strict)
     sessions = sorted({u.group for u in found.utterances}, key=lambda g: int(g[7:]))
-    return import_scan(CORPUS, root, out_dir, found, [[s] for s in sessions], EXPECTED, labels=labels, fold=fold,
-                       scheme=scheme, label_map=label_map, shard_size=shard_size, strict=strict, seed=seed,
-                       progress=progress)
+    return import_scan(
+        CORPUS,
+        root,
+        out_dir,
+        found,
+        [[s] for s in sessions],
+        EXPECTED,
+        labels=labels,
+        fold=fold,
+        scheme=scheme,
+        label_map=label_map,
+        shard_size=shard_size,
+        strict=strict,
+        seed=seed,
+        progress=progress,
+    )

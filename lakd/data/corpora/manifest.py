@@ -16,12 +16,23 @@ import csv
 import os
 import random
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from lakd import DEFAULT_LABELS
-from lakd.data.corpora.base import (CorpusLayoutError, ImportSummary, ProgressFn, Scan, Utterance, canonical_emotion,
-                                    corpus_name, import_scan, log, sanitize_key, skip)
+from lakd.data.corpora.base import (
+    CorpusLayoutError,
+    ImportSummary,
+    ProgressFn,
+    Scan,
+    Utterance,
+    canonical_emotion,
+    corpus_name,
+    import_scan,
+    log,
+    sanitize_key,
+    skip,
+)
 from lakd.data.splits import contiguous_folds, natural_sorted, validate_speaker_splits
 
 CORPUS = "manifest"
@@ -29,8 +40,17 @@ EXPECTED = "a CSV/TSV file with header columns path, emotion, language, speaker[
 MANIFEST_NAMES = ("manifest.csv", "manifest.tsv", "labels.csv", "labels.tsv")
 REQUIRED = ("path", "emotion", "speaker")
 N_FOLDS = 5
-SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
-                 "validation": "dev", "test": "test", "eval": "test", "evaluation": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "dev": "dev",
+    "val": "dev",
+    "valid": "dev",
+    "validation": "dev",
+    "test": "test",
+    "eval": "test",
+    "evaluation": "test",
+}
 GENDER_ALIASES = {"f": "f", "female": "f", "woman": "f", "w": "f", "m": "m", "male": "m", "man": "m"}
 
 
@@ -57,8 +77,9 @@ def _dialect(path: Path, sample: str):
         return "excel"
 
 
-def read_manifest(path: Path, corpus: str = CORPUS, language: str | None = None, labels: Iterable[str] = (),
-                  strict: bool = False) -> tuple[Scan, bool]:
+def read_manifest(
+    path: Path, corpus: str = CORPUS, language: str | None = None, labels: Iterable[str] = (), strict: bool = False
+) -> tuple[Scan, bool]:
     """Parse a manifest into utterances; returns (scan, has_complete_split_column)."""
     result = Scan()
     labels = list(labels)
@@ -109,10 +130,19 @@ def read_manifest(path: Path, corpus: str = CORPUS, language: str | None = None,
         keys.add(key)
         extra = {k: v for k, v in row.items() if k not in known and v != ""}
         extra["emotion_raw"] = row["emotion"]
-        result.utterances.append(Utterance(
-            path=audio, key=key, emotion=canonical_emotion(row["emotion"], labels), speaker=row["speaker"],
-            language=lang, gender=GENDER_ALIASES.get(row.get("gender", "").lower(), "u"),
-            text=row.get("text") or None, split=split, extra=extra))
+        result.utterances.append(
+            Utterance(
+                path=audio,
+                key=key,
+                emotion=canonical_emotion(row["emotion"], labels),
+                speaker=row["speaker"],
+                language=lang,
+                gender=GENDER_ALIASES.get(row.get("gender", "").lower(), "u"),
+                text=row.get("text") or None,
+                split=split,
+                extra=extra,
+            )
+        )
     return result, has_split
 
 
@@ -136,10 +166,20 @@ def assign_language_folds(utterances: list[Utterance], seed: int, n_folds: int =
     return [[f"fold{k}"] for k in range(1, n + 1)]
 
 
-def prepare(root: str | os.PathLike, out_dir: str | os.PathLike, labels: Iterable[str] = DEFAULT_LABELS,
-            fold: int | str | None = None, scheme: str = "default", label_map: Mapping[str, str] | None = None,
-            language: str | None = None, corpus: str = CORPUS, shard_size: int = 200, strict: bool = False,
-            seed: int = 0, progress: ProgressFn | None = None) -> ImportSummary:
+def prepare(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    labels: Iterable[str] = DEFAULT_LABELS,
+    fold: int | str | None = None,
+    scheme: str = "default",
+    label_map: Mapping[str, str] | None = None,
+    language: str | None = None,
+    corpus: str = CORPUS,
+    shard_size: int = 200,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> ImportSummary:
     """Import a manifest. scheme "default" = its split column if complete, else 5 seeded speaker folds
     per language (fold 1..5, default 5); "folds" ignores the split column; "loso" = per speaker."""
     path = find_manifest(root)
@@ -150,11 +190,38 @@ def prepare(root: str | os.PathLike, out_dir: str | os.PathLike, labels: Iterabl
     if found.utterances and scheme == "default" and has_split:
         by_split = {s: [u.speaker for u in found.utterances if u.split == s] for s in ("train", "dev", "test")}
         validate_speaker_splits(by_split, where=str(path))
-        return import_scan(corpus, path.parent, out_dir, found, [], expected, labels=labels, fold=fold,
-                           scheme=scheme, label_map=label_map, shard_size=shard_size, strict=strict, seed=seed,
-                           progress=progress, split_of=lambda u: u.split,
-                           protocol={"scheme": "manifest", "column": "split"})
+        return import_scan(
+            corpus,
+            path.parent,
+            out_dir,
+            found,
+            [],
+            expected,
+            labels=labels,
+            fold=fold,
+            scheme=scheme,
+            label_map=label_map,
+            shard_size=shard_size,
+            strict=strict,
+            seed=seed,
+            progress=progress,
+            split_of=lambda u: u.split,
+            protocol={"scheme": "manifest", "column": "split"},
+        )
     folds = assign_language_folds(found.utterances, seed) if found.utterances else []
-    return import_scan(corpus, path.parent, out_dir, found, folds, expected, labels=labels, fold=fold,
-                       scheme="default" if scheme == "folds" else scheme, label_map=label_map, shard_size=shard_size,
-                       strict=strict, seed=seed, progress=progress)
+    return import_scan(
+        corpus,
+        path.parent,
+        out_dir,
+        found,
+        folds,
+        expected,
+        labels=labels,
+        fold=fold,
+        scheme="default" if scheme == "folds" else scheme,
+        label_map=label_map,
+        shard_size=shard_size,
+        strict=strict,
+        seed=seed,
+        progress=progress,
+    )

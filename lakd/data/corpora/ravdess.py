@@ -15,20 +15,36 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from lakd import DEFAULT_LABELS
-from lakd.data.corpora.base import (ImportSummary, ProgressFn, Scan, Utterance, actor_folds, find_files, import_scan,
-                                    require_dir)
+from lakd.data.corpora.base import (
+    ImportSummary,
+    ProgressFn,
+    Scan,
+    Utterance,
+    actor_folds,
+    find_files,
+    import_scan,
+    require_dir,
+)
 
 CORPUS = "ravdess"
 LANGUAGE = "en"
 EXPECTED = "Actor_XX/03-01-EE-II-SS-RR-AA.wav files"
 ACTORS_PER_FOLD = 4
 
-EMOTIONS = {"01": "neutral", "02": "calm", "03": "happiness", "04": "sadness", "05": "anger",
-            "06": "fear", "07": "disgust", "08": "surprise"}
+EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happiness",
+    "04": "sadness",
+    "05": "anger",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 INTENSITY = {"01": "normal", "02": "strong"}
 _NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.wav$", re.IGNORECASE)
@@ -44,22 +60,57 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
         if channel != "01":
             result.excluded["song (vocal channel 02)"] += 1
             continue
-        result.utterances.append(Utterance(
-            path=path, key=f"{CORPUS}_{path.stem}", emotion=EMOTIONS.get(emo, f"code{emo}"),
-            speaker=f"{CORPUS}_{actor}", language=language, gender="m" if int(actor) % 2 else "f",
-            text=STATEMENTS.get(statement),
-            extra={"emotion_raw": emo, "intensity": INTENSITY.get(intensity, intensity), "statement": statement,
-                   "repetition": int(repetition), "actor": int(actor)}))
+        result.utterances.append(
+            Utterance(
+                path=path,
+                key=f"{CORPUS}_{path.stem}",
+                emotion=EMOTIONS.get(emo, f"code{emo}"),
+                speaker=f"{CORPUS}_{actor}",
+                language=language,
+                gender="m" if int(actor) % 2 else "f",
+                text=STATEMENTS.get(statement),
+                extra={
+                    "emotion_raw": emo,
+                    "intensity": INTENSITY.get(intensity, intensity),
+                    "statement": statement,
+                    "repetition": int(repetition),
+                    "actor": int(actor),
+                },
+            )
+        )
     return result
 
 
-def prepare(root: str | os.PathLike, out_dir: str | os.PathLike, labels: Iterable[str] = DEFAULT_LABELS,
-            fold: int | str | None = None, scheme: str = "default", label_map: Mapping[str, str] | None = None,
-            language: str = LANGUAGE, shard_size: int = 200, strict: bool = False, seed: int = 0,
-            progress: ProgressFn | None = None) -> ImportSummary:
+def prepare(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    labels: Iterable[str] = DEFAULT_LABELS,
+    fold: int | str | None = None,
+    scheme: str = "default",
+    label_map: Mapping[str, str] | None = None,
+    language: str = LANGUAGE,
+    shard_size: int = 200,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> ImportSummary:
     """Import RAVDESS speech. scheme "default" = 6 actor folds (fold 1..6, default 6); "loso" = per actor."""
     root = require_dir(root, CORPUS, EXPECTED)
     found = scan(root, language=language, strict=strict)
     folds = actor_folds(found.utterances, ACTORS_PER_FOLD)
-    return import_scan(CORPUS, root, out_dir, found, folds, EXPECTED, labels=labels, fold=fold, scheme=scheme,
-                       label_map=label_map, shard_size=shard_size, strict=strict, seed=seed, progress=progress)
+    return import_scan(
+        CORPUS,
+        root,
+        out_dir,
+        found,
+        folds,
+        EXPECTED,
+        labels=labels,
+        fold=fold,
+        scheme=scheme,
+        label_map=label_map,
+        shard_size=shard_size,
+        strict=strict,
+        seed=seed,
+        progress=progress,
+    )
