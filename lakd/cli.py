@@ -258,7 +258,7 @@ def distill_cmd(
     config: str = ConfigOpt,
     set: list[str] | None = SetOpt,
     run_dir: Path | None = RunDirOpt,
-    teachers: str = typer.Option("", help="Teacher names (default: one per language; 'multi' for KD-Mono)."),
+    teachers: str = typer.Option("", help="Teacher names (default: one per language; 'multi' for KD-Multi)."),
     name: str = typer.Option("student", help="Output name under run_dir."),
 ) -> None:
     """Distill the teachers into the multilingual student."""
@@ -337,9 +337,9 @@ def paper_table_cmd(
     config: str = ConfigOpt,
     set: list[str] | None = SetOpt,
     run_dir: Path | None = RunDirOpt,
-    runs: str = typer.Option("ft-mono,ft-multi,kd-mono,mtkd,la-mtkd", help="Which runs to train."),
+    runs: str = typer.Option("ft-mono,ft-multi,kd-multi,mtkd-multi,la-mtkd", help="Which runs to train."),
 ) -> None:
-    """Train FT-Mono, FT-Multi, KD-Mono, MTKD and LA-MTKD and print a table like the paper's (UA/WA, 95% CIs)."""
+    """Train FT-Mono, FT-Multi, KD-Multi, MTKD-Multi and LA-MTKD and print a table like the paper's (UA/WA, 95% CIs)."""
     from lakd.recipes import paper_table
 
     cfg = _load(config, set, run_dir)

@@ -74,10 +74,12 @@ class OptimConfig:
 
 @dataclass
 class DistillConfig:
-    weighting: str = "route"  # route | cosine | mean
+    weighting: str = "route"  # route | cosine-batch (published MTKD) | cosine-sample | mean
     temperature: float = 5.0
     kd_weight: float = 0.25  # lambda: loss = (1-lambda) CE + lambda KL
+    kl_reduction: str = "batchmean"  # batchmean: KL per sample | mean: also / classes (published code)
     cosine_tau: float = 0.25
+    online_teacher_mode: str = "eval"  # eval | train (dropout on, as the published code); cached knowledge is eval
     embed_weight: float = 0.0  # beta: beta * (1 - cos) on pooled embeddings
     use_cache: bool = True  # read teacher knowledge from the cache instead of running teachers
 
@@ -257,8 +259,20 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"labels must be a non-empty list of distinct names, got {cfg.labels}")
     if len(set(cfg.languages)) != len(cfg.languages) or not cfg.languages:
         raise ConfigError(f"languages must be a non-empty list of distinct ISO codes, got {cfg.languages}")
-    if cfg.distill.weighting not in ("route", "cosine", "mean"):
-        raise ConfigError(f"distill.weighting must be route, cosine or mean, got {cfg.distill.weighting!r}")
+    from lakd.distill.losses import KL_REDUCTIONS, RENAMED_MODES, WEIGHTING_MODES
+
+    if cfg.distill.weighting in RENAMED_MODES:
+        raise ConfigError(f"distill.weighting {cfg.distill.weighting!r} was renamed: use {RENAMED_MODES['cosine']}")
+    if cfg.distill.weighting not in WEIGHTING_MODES:
+        raise ConfigError(
+            f"distill.weighting must be one of {', '.join(WEIGHTING_MODES)}, got {cfg.distill.weighting!r}"
+        )
+    if cfg.distill.kl_reduction not in KL_REDUCTIONS:
+        raise ConfigError(
+            f"distill.kl_reduction must be one of {', '.join(KL_REDUCTIONS)}, got {cfg.distill.kl_reduction!r}"
+        )
+    if cfg.distill.online_teacher_mode not in ("eval", "train"):
+        raise ConfigError(f"distill.online_teacher_mode must be eval or train, got {cfg.distill.online_teacher_mode!r}")
     if not 0.0 <= cfg.distill.kd_weight <= 1.0:
         raise ConfigError(f"distill.kd_weight must be in [0, 1], got {cfg.distill.kd_weight}")
     if cfg.launch.executor not in ("slurm", "local", "debug"):

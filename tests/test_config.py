@@ -7,10 +7,11 @@ from lakd.config import ConfigError, load_config, save_config
 
 def test_builtin_configs_load_and_override():
     cfg = load_config(
-        "tiny", ["student_optim.lr=1e-3", "distill.weighting=cosine", "data.bucket=false", "student.attention_depth=3"]
+        "tiny",
+        ["student_optim.lr=1e-3", "distill.weighting=cosine-batch", "data.bucket=false", "student.attention_depth=3"],
     )
     assert cfg.student_optim.lr == pytest.approx(1e-3)
-    assert cfg.distill.weighting == "cosine"
+    assert cfg.distill.weighting == "cosine-batch"
     assert cfg.data.bucket is False
     assert cfg.student.attention_depth == 3 and isinstance(cfg.student.attention_depth, int)
     assert cfg.student.language_embedding and cfg.student.hierarchical_attention
@@ -31,7 +32,10 @@ def test_unknown_key_names_the_file_and_key(tmp_path):
 @pytest.mark.parametrize(
     "override,match",
     [
-        ("distill.weighting=best", "route, cosine or mean"),
+        ("distill.weighting=best", "route, cosine-batch, cosine-sample, mean"),
+        ("distill.weighting=cosine", "renamed: use cosine-sample"),
+        ("distill.kl_reduction=sum", "batchmean, mean"),
+        ("distill.online_teacher_mode=dropout", "eval or train"),
         ("distill.kd_weight=1.5", r"\[0, 1\]"),
         ("launch.executor=kubernetes", "slurm, local or debug"),
         ("data.batch_size=many", "cannot read"),

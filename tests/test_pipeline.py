@@ -101,19 +101,21 @@ def test_paper_table_runs_all_five(tmp_path):
     res = CliRunner().invoke(app, ["experiment", "paper-table", "--run-dir", str(run_dir), *_set(TINY_RUN)])
     assert res.exit_code == 0, res.output + repr(res.exception)
     result = json.loads((run_dir / "paper_table.json").read_text())
-    assert result["runs"] == ["ft-mono", "ft-multi", "kd-mono", "mtkd", "la-mtkd"]
+    assert result["runs"] == ["ft-mono", "ft-multi", "kd-multi", "mtkd-multi", "la-mtkd"]
     assert set(result["results"]) == set(result["runs"])
     for run, by_group in result["results"].items():
         assert set(by_group) == {*LANGS, "overall"}, run
     md = (run_dir / "paper_table.md").read_text()
-    for name in ("FT-Mono", "FT-Multi", "KD-Mono", "MTKD", "LA-MTKD"):
+    for name in ("FT-Mono", "FT-Multi", "KD-Multi", "MTKD-Multi", "LA-MTKD"):
         assert f"| {name} |" in md
-    # KD-Mono distils the multilingual teacher only; MTKD/LA-MTKD the per-language teachers
-    kd = json.loads((run_dir / "students" / "kd-mono" / "best" / "lakd.json").read_text())
+    # KD-Multi distils the multilingual teacher only; MTKD/LA-MTKD the per-language teachers
+    kd = json.loads((run_dir / "students" / "kd-multi" / "best" / "lakd.json").read_text())
     la = json.loads((run_dir / "students" / "la-mtkd" / "best" / "lakd.json").read_text())
-    assert list(kd["meta"]["teachers"]) == ["multi"] and kd["meta"]["distill"]["weighting"] == "mean"
+    assert list(kd["meta"]["teachers"]) == ["multi"]
+    assert (kd["meta"]["distill"]["kd_weight"], kd["meta"]["distill"]["kl_reduction"]) == (0.75, "mean")
     assert not kd["model"]["language_embedding"]
-    mt = json.loads((run_dir / "students" / "mtkd" / "best" / "lakd.json").read_text())
-    assert list(mt["meta"]["teachers"]) == LANGS and mt["meta"]["distill"]["weighting"] == "cosine"
+    mt = json.loads((run_dir / "students" / "mtkd-multi" / "best" / "lakd.json").read_text())
+    assert list(mt["meta"]["teachers"]) == LANGS and mt["meta"]["distill"]["weighting"] == "cosine-batch"
+    assert (mt["meta"]["distill"]["kd_weight"], mt["meta"]["distill"]["kl_reduction"]) == (0.25, "mean")
     assert la["meta"]["distill"]["weighting"] == "route"
     assert la["model"]["language_embedding"] and la["model"]["hierarchical_attention"]

@@ -1,12 +1,21 @@
-"""Distillation losses and per-sample teacher weighting (route / cosine / mean).
+"""Distillation losses and teacher weighting (route / cosine-sample / cosine-batch / mean).
 
     loss  = (1 - lambda) * CE(student, y) + lambda * KL + beta * EMB
-    KL    = T^2 * mean_b sum_k w_bk * sum_c p_t(c) [log p_t(c) - log p_s(c)],  p = softmax(logits / T)
+    KL    = T^2 * mean_b sum_k w_bk * KL_bk,   KL_bk = sum_c p_t(c) [log p_t(c) - log p_s(c)],  p = softmax(logits / T)
     EMB   = mean_b sum_k w_bk * (1 - cos(P_k s_b, t_bk))
 
-Reduction note: the published code uses `nn.KLDivLoss(reduction="mean")`, which also divides by the number
-of classes C; here the KL is summed over classes and averaged over the batch (the true KL per sample), so for
-the same lambda our KL term is C times larger than theirs. See docs/method.md.
+Two KL reductions, because the published code and the textbook differ:
+- ``batchmean`` (lakd's default): the KL summed over classes, averaged over the batch — the true KL per sample.
+- ``mean`` (the published MTKD code, aalto-speech/mtkd4ser): ``nn.KLDivLoss(reduction="mean")`` divides by
+  batch x classes, so the KL term is C times smaller for the same lambda. The paper presets use it, so their
+  lambda (0.25 for MTKD, 0.75 for KD) means what it meant there.
+
+Teacher weighting modes (`WEIGHTING_MODES`):
+- ``route``: each sample learns from its own language's teacher (lakd's language-aware MTKD).
+- ``cosine-batch``: the published MTKD — ONE weight vector per batch, ``c_k = mean_b cos(z_s[b], z_k[b])`` on raw
+  logits, ``w = softmax_k(c / tau)`` (tau = 0.25), no gradient.
+- ``cosine-sample``: lakd's per-sample variant, ``w_b = softmax_k(cos(z_s[b], z_k[b]) / tau)``.
+- ``mean``: uniform ``1/K``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTING_MODES = ("route", "cosine", "mean")
+WEIGHTING_MODES = ("route", "cosine-batch", "cosine-sample", "mean")
+KL_REDUCTIONS = ("batchmean", "mean")
+# `cosine` was lakd's name for the per-sample variant before the published per-batch one was added; a config
+# that still says it is refused with this hint rather than silently picking one of the two.
+RENAMED_MODES = {"cosine": "cosine-sample (per sample, lakd's former 'cosine') or cosine-batch (the published MTKD)"}
 
 
 def route_matrix(teacher_languages: Sequence[str | None], languages: Sequence[str]) -> torch.Tensor:
@@ -48,13 +61,17 @@ def teacher_weights(
     languages: Sequence[str],
     tau: float = 0.25,
 ) -> torch.Tensor:
-    """Per-sample weights over the K teachers, `[B, K]`, rows summing to 1, never carrying gradient.
+    """Weights over the K teachers for each sample, `[B, K]`, rows summing to 1, never carrying gradient.
 
     - route: one-hot on the teacher of the sample's language (see `route_matrix` for the fallbacks);
-      a single teacher (KD-Mono) gets weight 1 for every sample.
-    - cosine: `softmax_k(cos(z_s, z_t^k) / tau)` on logits, detached.
+      a single teacher (KD) gets weight 1 for every sample.
+    - cosine-sample: `softmax_k(cos(z_s[b], z_t^k[b]) / tau)` on logits, one row per sample.
+    - cosine-batch: `softmax_k(mean_b cos(z_s[b], z_t^k[b]) / tau)`, the same row for every sample of the batch
+      (the published MTKD).
     - mean: uniform `1/K`.
     """
+    if mode in RENAMED_MODES:
+        raise ValueError(f"teacher weighting {mode!r} was renamed: use {RENAMED_MODES[mode]}")
     if mode not in WEIGHTING_MODES:
         raise ValueError(f"teacher weighting must be one of {WEIGHTING_MODES}, got {mode!r}")
     k, b = teacher_logits.shape[0], teacher_logits.shape[1]
@@ -75,6 +92,8 @@ def teacher_weights(
         return table[ids]
     with torch.no_grad():
         cos = F.cosine_similarity(student_logits.detach().float().unsqueeze(0), teacher_logits.detach().float(), dim=-1)
+        if mode == "cosine-batch":  # [K]: agreement over the whole batch, one weight vector for all its samples
+            return torch.softmax(cos.mean(dim=1) / tau, dim=-1).unsqueeze(0).expand(b, k).contiguous()
         return torch.softmax(cos.transpose(0, 1) / tau, dim=-1)  # [B, K]
 
 
@@ -100,8 +119,12 @@ def distillation_loss(
     teacher_embeds: Sequence[torch.Tensor] | None = None,
     embed_weight: float = 0.0,
     projections: nn.ModuleList | None = None,
+    kl_reduction: str = "batchmean",
 ) -> dict[str, torch.Tensor]:
     """CE + temperature-scaled, teacher-weighted KL (+ optional embedding term); returns loss, ce, kl, embed.
+
+    `kl_reduction="mean"` divides each teacher's KL by the class count as well (the published code's
+    `nn.KLDivLoss(reduction="mean")`); `"batchmean"` keeps the true per-sample KL.
 
     Shapes: student_logits `[B, C]`, teacher_logits `[K, B, C]`, labels `[B]`, weights `[B, K]`,
     student_embed `[B, H]`, teacher_embeds K tensors `[B, H_k]`. Teacher inputs are treated as constants.
@@ -112,6 +135,8 @@ def distillation_loss(
             f"teacher_logits {tuple(teacher_logits.shape)} must be [K, B, C] "
             f"with [B, C] = {tuple(student_logits.shape)}"
         )
+    if kl_reduction not in KL_REDUCTIONS:
+        raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {kl_reduction!r}")
     k = teacher_logits.shape[0]
     if weights.shape != (student_logits.shape[0], k):
         raise ValueError(f"weights {tuple(weights.shape)} must be [B, K] = {(student_logits.shape[0], k)}")
@@ -124,6 +149,8 @@ def distillation_loss(
     log_p_s = F.log_softmax(s / temperature, dim=-1)  # [B, C]
     log_p_t = F.log_softmax(t / temperature, dim=-1)  # [K, B, C]
     kl_kb = (log_p_t.exp() * (log_p_t - log_p_s.unsqueeze(0))).sum(-1)  # [K, B]
+    if kl_reduction == "mean":
+        kl_kb = kl_kb / s.shape[-1]
     kl = (temperature**2) * (w * kl_kb.transpose(0, 1)).sum(-1).mean()
 
     embed = s.new_zeros(())

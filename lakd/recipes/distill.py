@@ -1,11 +1,11 @@
-"""Recipe: distill teachers into the multilingual student (KD-Mono, MTKD, LA-MTKD).
+"""Recipe: distill teachers into the multilingual student (KD, MTKD as published, LA-MTKD).
 
     loss = (1 - λ)·CE(labels) + λ·Σ_k w_k·T²·KL(p_t_k ‖ p_s) [+ β·(1 - cos(embeddings))]
 
 Teacher knowledge comes from the cache (`lakd cache`, default) or from teachers run online.
 
     lakd distill --config tiny                       # LA-MTKD with the config's settings
-    lakd distill --set distill.weighting=cosine ...  # MTKD
+    lakd distill --set distill.weighting=cosine-batch --set distill.kl_reduction=mean ...  # published MTKD
 """
 
 from __future__ import annotations
@@ -28,20 +28,26 @@ def teacher_language(name: str, languages: list[str]) -> str | None:
 
 
 class OnlineTeachers(nn.Module):
-    """Frozen teachers in eval mode, run in the loop (no cache). Dropout stays off."""
+    """Frozen teachers run in the loop (no cache), never updated.
 
-    def __init__(self, teacher_dirs: dict[str, str], device):
+    `mode="eval"` (lakd's default) keeps dropout off, so the targets are those the cache would hold;
+    `mode="train"` keeps the teachers' dropout (and SpecAugment) on, as the published MTKD code does
+    (`teacher.train()` while distilling): the targets are then noisy, a different sample each step.
+    """
+
+    def __init__(self, teacher_dirs: dict[str, str], device, mode: str = "eval"):
         super().__init__()
         from lakd.models.ser import SERModel
 
         self.names = list(teacher_dirs)
         self.models = nn.ModuleList([SERModel.from_pretrained(teacher_dirs[n]) for n in self.names]).to(device)
+        self.teacher_mode = mode
         for m in self.models:
-            m.eval()
             m.requires_grad_(False)
+        self.train(True)
 
-    def train(self, mode: bool = True):  # teachers never leave eval mode
-        return super().train(False)
+    def train(self, mode: bool = True):  # the student's train()/eval() never changes the teachers' chosen mode
+        return super().train(self.teacher_mode == "train")
 
     @torch.no_grad()
     def forward(self, input_values, attention_mask, language_ids):
@@ -73,7 +79,7 @@ def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: 
 
             cache = TeacherCache(cache_dir, teacher_dirs=teacher_dirs)
         else:
-            online = OnlineTeachers(teacher_dirs, device)
+            online = OnlineTeachers(teacher_dirs, device, mode=d.online_teacher_mode)
         class_weights = (
             class_weights_for(cfg, common.data_spec(cfg, "train"), list(cfg.languages)).to(device)
             if cfg.student_optim.class_weighted_ce
@@ -107,6 +113,7 @@ def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: 
                 teacher_embeds=t_embeds if d.embed_weight > 0 else None,
                 embed_weight=d.embed_weight,
                 projections=projections,
+                kl_reduction=d.kl_reduction,
             )
             logged = {k: v.detach() for k, v in terms.items() if k != "loss" and torch.is_tensor(v)}
             for k, n in enumerate(names):

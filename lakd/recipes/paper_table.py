@@ -1,15 +1,17 @@
-"""Recipe: the paper's comparison — FT-Mono, FT-Multi, KD-Mono, MTKD, LA-MTKD — trained on the same shards,
-selected on dev, reported on test as UA / WA per language with bootstrap 95% confidence intervals.
+"""Recipe: the paper's comparison — FT-Mono, FT-Multi, KD-Multi, MTKD-Multi, LA-MTKD — trained on the same
+shards, selected on dev, reported on test as UA / WA per language with bootstrap 95% confidence intervals.
 
     lakd experiment paper-table --config emosynth3
 
-| run      | teachers                   | weighting | student                                    |
-|----------|----------------------------|-----------|--------------------------------------------|
-| FT-Mono  | —  (one model per language, each evaluated on its language)               |
-| FT-Multi | —  (one model on all languages)                                            |
-| KD-Mono  | the FT-Multi model         | —         | plain (no language embedding, mean pooling) |
-| MTKD     | the FT-Mono models         | cosine    | plain (as published)                        |
-| LA-MTKD  | the FT-Mono models         | route     | language embedding + hierarchical attention |
+Mono / Multi names the student's training data (one language / all), as in the published code.
+
+| run        | teachers            | weighting, balance                          | student                            |
+|------------|---------------------|---------------------------------------------|------------------------------------|
+| FT-Mono    | —  (one model per language, each evaluated on its language)                                         |
+| FT-Multi   | —  (one model on all languages)                                                                      |
+| KD-Multi   | the FT-Multi model  | published KD: λ=0.75, T=5, KL mean          | plain (no language embedding)      |
+| MTKD-Multi | the FT-Mono models  | published MTKD: cosine-batch, λ=0.25, T=5   | plain (as published)               |
+| LA-MTKD    | the FT-Mono models  | route, the config's λ/T (lakd's method)     | language embedding + hier. att. |
 """
 
 from __future__ import annotations
@@ -26,27 +28,44 @@ from lakd.recipes.evaluate import predict_shards
 
 log = logging.getLogger("lakd.recipes.paper_table")
 
-RUNS = ("ft-mono", "ft-multi", "kd-mono", "mtkd", "la-mtkd")
-DISPLAY = {"ft-mono": "FT-Mono", "ft-multi": "FT-Multi", "kd-mono": "KD-Mono", "mtkd": "MTKD", "la-mtkd": "LA-MTKD"}
+RUNS = ("ft-mono", "ft-multi", "kd-multi", "mtkd-multi", "la-mtkd")
+DISPLAY = {
+    "ft-mono": "FT-Mono",
+    "ft-multi": "FT-Multi",
+    "kd-multi": "KD-Multi",
+    "mtkd-multi": "MTKD-Multi",
+    "la-mtkd": "LA-MTKD",
+}
+# The published code's loss balance (aalto-speech/mtkd4ser utils.train_kd / train_mtkd): KLDivLoss(reduction="mean")
+# at T = 5 with T² scaling; λ = 0.75 with one teacher, 0.25 with the per-language teachers weighted per batch.
+PUBLISHED_KD = {"distill.kl_reduction": "mean", "distill.temperature": 5.0, "distill.kd_weight": 0.75}
+PUBLISHED_MTKD = {
+    "distill.weighting": "cosine-batch",
+    "distill.cosine_tau": 0.25,
+    "distill.kl_reduction": "mean",
+    "distill.temperature": 5.0,
+    "distill.kd_weight": 0.25,
+}
+PLAIN_STUDENT = {"student.language_embedding": False, "student.hierarchical_attention": False}
 
 
 def student_variant(cfg: Config, run: str) -> Config:
-    """The config of one distillation run: the plain student for KD-Mono/MTKD, the configured one for LA-MTKD."""
+    """The config of one distillation run: the published presets on the plain student, the configured LA-MTKD."""
     if run == "la-mtkd":
         return cfg.copy(**{"distill.weighting": "route"})
-    plain = {"student.language_embedding": False, "student.hierarchical_attention": False}
-    if run == "kd-mono":
-        return cfg.copy(**plain, **{"distill.weighting": "mean"})
-    if run == "mtkd":
-        return cfg.copy(**plain, **{"distill.weighting": "cosine"})
+    if run == "kd-multi":
+        return cfg.copy(**PLAIN_STUDENT, **PUBLISHED_KD)
+    if run == "mtkd-multi":
+        return cfg.copy(**PLAIN_STUDENT, **PUBLISHED_MTKD)
     raise ValueError(run)
 
 
 def predict_checkpoint(cfg: Config, ckpt: str, languages: list[str] | None):
     """Test-split predictions of one checkpoint (only `languages` if given)."""
     from lakd.models.ser import SERModel
+    from lakd.train.runtime import setup_runtime
 
-    device = common.resolve_device(cfg)
+    device = setup_runtime(cfg).device
     model = SERModel.from_pretrained(ckpt).to(device)
     return predict_shards(
         model, common.data_spec(cfg, "test"), cfg.labels, cfg.languages, cfg.data, device, language_filter=languages
@@ -73,8 +92,8 @@ def run(cfg: Config, runs: list[str] | None = None, n_bootstrap: int = 1000) -> 
     preds: dict[str, dict] = {}
     ckpts: dict[str, str] = {}
 
-    need_mono = any(r in runs for r in ("ft-mono", "mtkd", "la-mtkd"))
-    need_multi = any(r in runs for r in ("ft-multi", "kd-mono"))
+    need_mono = any(r in runs for r in ("ft-mono", "mtkd-multi", "la-mtkd"))
+    need_multi = any(r in runs for r in ("ft-multi", "kd-multi"))
     t0 = time.time()
     mono = {l: finetune.run_teacher(cfg, l) for l in langs} if need_mono else {}
     timings["ft-mono"] = time.time() - t0
@@ -94,12 +113,12 @@ def run(cfg: Config, runs: list[str] | None = None, n_bootstrap: int = 1000) -> 
     if "ft-multi" in runs:
         preds["ft-multi"] = predict_checkpoint(cfg, multi[common.MULTI], None)
         ckpts["ft-multi"] = multi[common.MULTI]
-    for r in ("kd-mono", "mtkd", "la-mtkd"):
+    for r in ("kd-multi", "mtkd-multi", "la-mtkd"):
         if r not in runs:
             continue
         t0 = time.time()
         rcfg = student_variant(cfg, r)
-        teachers = multi if r == "kd-mono" else mono
+        teachers = multi if r == "kd-multi" else mono
         ckpts[r] = distill.run(rcfg, teachers, cache_dir, name=f"students/{r}")
         timings[r] = time.time() - t0
         preds[r] = predict_checkpoint(rcfg, ckpts[r], None)
