@@ -687,7 +687,7 @@ def synthesize_corpus(
         shutil.rmtree(staging, ignore_errors=True)
     indexes = {s: write_index(out_dir / s) for s in split_names}
 
-    from lakd.data.corpora.base import count_rows, split_order
+    from lakd.data.corpora.summary import count_rows, split_order
 
     spk = {s: {lang: sorted(v) for lang, v in langs.items()} for s, langs in speakers.items()}
     return {

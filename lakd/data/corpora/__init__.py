@@ -12,14 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lakd.data.corpora import cafe, cremad, emodb, fesc, iemocap, manifest, ravdess
-from lakd.data.corpora.base import (
-    CorpusImportError,
-    CorpusLayoutError,
-    ImportSummary,
-    Utterance,
-    count_rows,
-    write_corpus,
-)
+from lakd.data.corpora.summary import ImportSummary, count_rows
+from lakd.data.corpora.utterances import CorpusImportError, CorpusLayoutError, Utterance
+from lakd.data.corpora.writer import write_corpus
 
 CORPORA: dict[str, Callable[..., ImportSummary]] = {
     "iemocap": iemocap.prepare,

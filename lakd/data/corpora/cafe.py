@@ -22,16 +22,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from lakd import DEFAULT_LABELS
-from lakd.data.corpora.base import (
-    ImportSummary,
-    ProgressFn,
-    Scan,
-    Utterance,
-    actor_folds,
-    find_files,
-    import_scan,
-    require_dir,
-)
+from lakd.data.corpora.folds import actor_folds
+from lakd.data.corpora.importer import import_scan
+from lakd.data.corpora.summary import ImportSummary
+from lakd.data.corpora.utterances import Scan, Utterance, find_files, require_dir
+from lakd.data.corpora.writer import ProgressFn
 
 CORPUS = "cafe"
 LANGUAGE = "fr"

@@ -20,7 +20,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from lakd import DEFAULT_LABELS
-from lakd.data.corpora.base import ImportSummary, ProgressFn, Scan, Utterance, find_files, import_scan, log, require_dir
+from lakd.data.corpora.importer import import_scan
+from lakd.data.corpora.summary import ImportSummary
+from lakd.data.corpora.utterances import Scan, Utterance, find_files, log, require_dir
+from lakd.data.corpora.writer import ProgressFn
 from lakd.data.splits import contiguous_folds
 
 CORPUS = "cremad"

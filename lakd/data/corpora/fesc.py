@@ -24,17 +24,11 @@ from pathlib import Path
 
 from lakd import DEFAULT_LABELS
 from lakd.data.corpora import manifest
-from lakd.data.corpora.base import (
-    CorpusLayoutError,
-    ImportSummary,
-    ProgressFn,
-    Scan,
-    Utterance,
-    canonical_emotion,
-    import_scan,
-    require_dir,
-    sanitize_key,
-)
+from lakd.data.corpora.importer import import_scan
+from lakd.data.corpora.labels import canonical_emotion, sanitize_key
+from lakd.data.corpora.summary import ImportSummary
+from lakd.data.corpora.utterances import CorpusLayoutError, Scan, Utterance, require_dir
+from lakd.data.corpora.writer import ProgressFn
 
 CORPUS = "fesc"
 LANGUAGE = "fi"

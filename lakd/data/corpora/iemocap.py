@@ -21,16 +21,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from lakd import DEFAULT_LABELS
-from lakd.data.corpora.base import (
-    CorpusLayoutError,
-    ImportSummary,
-    ProgressFn,
-    Scan,
-    Utterance,
-    import_scan,
-    require_dir,
-    skip,
-)
+from lakd.data.corpora.importer import import_scan
+from lakd.data.corpora.summary import ImportSummary
+from lakd.data.corpora.utterances import CorpusLayoutError, Scan, Utterance, require_dir, skip
+from lakd.data.corpora.writer import ProgressFn
 
 CORPUS = "iemocap"
 LANGUAGE = "en"

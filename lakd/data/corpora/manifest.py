@@ -20,19 +20,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from lakd import DEFAULT_LABELS
-from lakd.data.corpora.base import (
-    CorpusLayoutError,
-    ImportSummary,
-    ProgressFn,
-    Scan,
-    Utterance,
-    canonical_emotion,
-    corpus_name,
-    import_scan,
-    log,
-    sanitize_key,
-    skip,
-)
+from lakd.data.corpora.importer import import_scan
+from lakd.data.corpora.labels import canonical_emotion, corpus_name, sanitize_key
+from lakd.data.corpora.summary import ImportSummary
+from lakd.data.corpora.utterances import CorpusLayoutError, Scan, Utterance, log, skip
+from lakd.data.corpora.writer import ProgressFn
 from lakd.data.splits import contiguous_folds, natural_sorted, validate_speaker_splits
 
 CORPUS = "manifest"
