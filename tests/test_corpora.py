@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lakd.data.corpora import CORPORA, CorpusImportError, CorpusLayoutError, import_corpus
+from lakd.data.corpora import CORPORA, CorpusImportError, CorpusLayoutError, CorpusSpec, import_corpus, prepare
+from lakd.data.corpora.folds import speaker_blocks
+from lakd.data.corpora.labels import canonical_emotion
+from lakd.data.corpora.utterances import Scan, Utterance
 from lakd.data.shards import iter_tar_samples, read_index
 from lakd.data.splits import SplitLeakError, check_shard_dirs
 
@@ -282,7 +285,7 @@ def test_fesc_labels_file_convention(tmp_path):
     assert {x["language"] for x in all_samples(tmp_path / "out")} == {"fi"}
     assert {x["emotion"] for x in all_samples(tmp_path / "out")} == set(LABELS)
     s = import_corpus("fesc", root, tmp_path / "out2", label_map={"ilo": ""})  # a user map still wins
-    assert s.num_samples == 12 and s.dropped == {"ilo": 4}
+    assert s.num_samples == 12 and s.dropped == {"happiness": 4}  # counted by name, as in the folder convention
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -325,6 +328,8 @@ def test_manifest_split_column_extra_fields_and_original_format(tmp_path):
     assert x["_sr"] == 44100 and x["_channels"] == 2 and x["channels"] == 2 and x["source"] == "sv/a4/angry.wav"
     with pytest.raises(CorpusImportError, match="missing.wav"):
         import_corpus("manifest", path, tmp_path / "strict", strict=True)
+    folds = import_corpus("manifest", path, tmp_path / "folds", scheme="folds")  # the split column ignored
+    assert folds.protocol["scheme"] == "default" and folds.protocol["n_folds"] == 4
 
 
 def test_manifest_without_split_gets_language_folds_and_leaks_are_refused(tmp_path):
@@ -380,3 +385,28 @@ def test_registry_reimport_replaces_only_that_corpus(tmp_path):
         ("test", 20, 4),
     ]
     assert json.dumps(import_corpus("ravdess", tmp_path / "rav", out).as_dict())  # JSON-serialisable summary
+
+
+def test_a_corpus_is_a_spec_with_shared_options(tmp_path):
+    """A new corpus needs only a scan and its folds; language, name and splits come from `prepare`."""
+
+    def scan(ctx):
+        found = Scan()
+        for path in sorted(ctx.root.glob("*/*.wav")):
+            speaker = f"{ctx.corpus}_{path.parent.name}"
+            emotion = canonical_emotion(path.stem, ctx.labels)
+            found.utterances.append(Utterance(path, f"{speaker}_{path.stem}", emotion, speaker, ctx.language))
+        return found
+
+    spec = CorpusSpec("toy", "sv", scan, speaker_blocks(3), "<speaker>/<emotion>.wav")
+    for speaker in "abc":
+        for emotion in ("angry", "happy", "neutral", "sad", "bored"):
+            tone(tmp_path / "src" / speaker / f"{emotion}.wav")
+    s = prepare(spec, tmp_path / "src", tmp_path / "out", language="sv-fi", corpus="Toy-2")
+    assert s.corpus == "toy_2" and s.num_samples == 12 and s.dropped == {"boredom": 3}
+    assert s.split_speakers == {"train": ["toy_2_a"], "dev": ["toy_2_b"], "test": ["toy_2_c"]}
+    assert {x["language"] for x in all_samples(tmp_path / "out")} == {"sv-fi"}
+    with pytest.raises(CorpusLayoutError, match="toy: root .* is not a directory .*<speaker>/<emotion>.wav"):
+        prepare(spec, tmp_path / "absent", tmp_path / "out")
+    with pytest.raises(TypeError, match="merge_excitement"):  # IEMOCAP's option is not RAVDESS's
+        import_corpus("ravdess", tmp_path / "src", tmp_path / "out", merge_excitement=False)

@@ -16,22 +16,11 @@ actors 11-12 with 09-10 as dev.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Mapping
-from pathlib import Path
 
-from lakd import DEFAULT_LABELS
 from lakd.data.corpora.folds import actor_folds
-from lakd.data.corpora.importer import import_scan
-from lakd.data.corpora.summary import ImportSummary
-from lakd.data.corpora.utterances import Scan, Utterance, find_files, require_dir
-from lakd.data.corpora.writer import ProgressFn
-
-CORPUS = "cafe"
-LANGUAGE = "fr"
-EXPECTED = "<Émotion>/<Faible|Fort>/AA-E-I-S.wav (or .aiff) and Neutre/AA-N-S.wav"
-ACTORS_PER_FOLD = 2
+from lakd.data.corpora.importer import CorpusSpec
+from lakd.data.corpora.utterances import Scan, ScanContext, Utterance, find_files
 
 EMOTIONS = {
     "C": "anger",
@@ -54,9 +43,9 @@ SENTENCES = {
 _NAME = re.compile(r"^(\d{2})-([CDJNPST])(?:-([12]))?-([1-6])\.(?:wav|aiff|aif)$", re.IGNORECASE)
 
 
-def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
+def scan(ctx: ScanContext) -> Scan:
     result = Scan()
-    for path in find_files(root, _NAME, (".wav", ".aiff", ".aif")):
+    for path in find_files(ctx.root, _NAME, (".wav", ".aiff", ".aif")):
         actor, emo, intensity, sentence = _NAME.match(path.name).groups()
         emo = emo.upper()
         extra = {"emotion_raw": emo, "sentence": int(sentence), "actor": int(actor)}
@@ -65,10 +54,10 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
         result.utterances.append(
             Utterance(
                 path=path,
-                key=f"{CORPUS}_{path.stem}",
+                key=f"{ctx.corpus}_{path.stem}",
                 emotion=EMOTIONS[emo],
-                speaker=f"{CORPUS}_{actor}",
-                language=language,
+                speaker=f"{ctx.corpus}_{actor}",
+                language=ctx.language,
                 gender="m" if int(actor) % 2 else "f",
                 text=SENTENCES[sentence],
                 extra=extra,
@@ -77,36 +66,10 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
     return result
 
 
-def prepare(
-    root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    labels: Iterable[str] = DEFAULT_LABELS,
-    fold: int | str | None = None,
-    scheme: str = "default",
-    label_map: Mapping[str, str] | None = None,
-    language: str = LANGUAGE,
-    shard_size: int = 200,
-    strict: bool = False,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-) -> ImportSummary:
-    """Import CaFE. scheme "default" = 6 actor-pair folds (fold 1..6, default 6); "loso" = per actor."""
-    root = require_dir(root, CORPUS, EXPECTED)
-    found = scan(root, language=language, strict=strict)
-    folds = actor_folds(found.utterances, ACTORS_PER_FOLD)
-    return import_scan(
-        CORPUS,
-        root,
-        out_dir,
-        found,
-        folds,
-        EXPECTED,
-        labels=labels,
-        fold=fold,
-        scheme=scheme,
-        label_map=label_map,
-        shard_size=shard_size,
-        strict=strict,
-        seed=seed,
-        progress=progress,
-    )
+SPEC = CorpusSpec(
+    name="cafe",
+    language="fr",
+    scan=scan,
+    default_folds=actor_folds(2),  # 6 actor pairs (1 male + 1 female)
+    description="<Émotion>/<Faible|Fort>/AA-E-I-S.wav (or .aiff) and Neutre/AA-N-S.wav",
+)

@@ -14,22 +14,13 @@ counted skip.
 from __future__ import annotations
 
 import csv
-import os
 import re
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from lakd import DEFAULT_LABELS
-from lakd.data.corpora.importer import import_scan
-from lakd.data.corpora.summary import ImportSummary
-from lakd.data.corpora.utterances import Scan, Utterance, find_files, log, require_dir
-from lakd.data.corpora.writer import ProgressFn
-from lakd.data.splits import contiguous_folds
-
-CORPUS = "cremad"
-LANGUAGE = "en"
-EXPECTED = "AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav (e.g. AudioWAV/1001_DFA_ANG_XX.wav)"
-N_FOLDS = 5
+from lakd.data.corpora.folds import speaker_blocks
+from lakd.data.corpora.importer import CorpusSpec
+from lakd.data.corpora.labels import canonical_gender
+from lakd.data.corpora.utterances import Scan, ScanContext, Utterance, find_files, log
 
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness"}
 LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
@@ -62,19 +53,18 @@ def read_demographics(root: Path) -> dict[str, dict[str, str]]:
             actor = (row.get("ActorID") or "").strip()
             if not actor:
                 continue
-            sex = (row.get("Sex") or "").strip().lower()
             out[actor] = {
-                "gender": {"male": "m", "female": "f"}.get(sex, "u"),
+                "gender": canonical_gender(row.get("Sex") or ""),
                 **{k.lower(): v.strip() for k, v in row.items() if k and k not in ("ActorID", "Sex") and v},
             }
     log.info("cremad: demographics for %d actors from %s", len(out), path)
     return out
 
 
-def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
+def scan(ctx: ScanContext) -> Scan:
     result = Scan()
-    demo = read_demographics(root)
-    audio_root = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
+    demo = read_demographics(ctx.root)
+    audio_root = ctx.root / "AudioWAV" if (ctx.root / "AudioWAV").is_dir() else ctx.root
     for path in find_files(audio_root, _NAME, (".wav",)):
         actor, sentence, emo, level = _NAME.match(path.name).groups()
         sentence, emo, level = sentence.upper(), emo.upper(), level.upper()
@@ -84,10 +74,10 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
         result.utterances.append(
             Utterance(
                 path=path,
-                key=f"{CORPUS}_{path.stem}",
+                key=f"{ctx.corpus}_{path.stem}",
                 emotion=EMOTIONS.get(emo, emo.lower()),
-                speaker=f"{CORPUS}_{actor}",
-                language=language,
+                speaker=f"{ctx.corpus}_{actor}",
+                language=ctx.language,
                 gender=info.get("gender", "u"),
                 text=SENTENCES.get(sentence),
                 extra=extra,
@@ -96,37 +86,10 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
     return result
 
 
-def prepare(
-    root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    labels: Iterable[str] = DEFAULT_LABELS,
-    fold: int | str | None = None,
-    scheme: str = "default",
-    label_map: Mapping[str, str] | None = None,
-    language: str = LANGUAGE,
-    shard_size: int = 200,
-    strict: bool = False,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-) -> ImportSummary:
-    """Import CREMA-D. scheme "default" = 5 actor-id folds (fold 1..5, default 5); "loso" = per actor."""
-    root = require_dir(root, CORPUS, EXPECTED)
-    found = scan(root, language=language, strict=strict)
-    speakers = {u.speaker for u in found.utterances}
-    folds = contiguous_folds(speakers, min(N_FOLDS, len(speakers))) if speakers else []
-    return import_scan(
-        CORPUS,
-        root,
-        out_dir,
-        found,
-        folds,
-        EXPECTED,
-        labels=labels,
-        fold=fold,
-        scheme=scheme,
-        label_map=label_map,
-        shard_size=shard_size,
-        strict=strict,
-        seed=seed,
-        progress=progress,
-    )
+SPEC = CorpusSpec(
+    name="cremad",
+    language="en",
+    scan=scan,
+    default_folds=speaker_blocks(5),  # 5 blocks of consecutive actor ids
+    description="AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav (e.g. AudioWAV/1001_DFA_ANG_XX.wav)",
+)

@@ -12,21 +12,12 @@ tests on 15+16 with 12+14 as dev. "loso" gives the common leave-one-speaker-out 
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Sequence
 
-from lakd import DEFAULT_LABELS
-from lakd.data.corpora.importer import import_scan
-from lakd.data.corpora.summary import ImportSummary
-from lakd.data.corpora.utterances import Scan, Utterance, find_files, require_dir
-from lakd.data.corpora.writer import ProgressFn
-from lakd.data.splits import contiguous_folds
-
-CORPUS = "emodb"
-LANGUAGE = "de"
-EXPECTED = "wav/<speaker><text><emotion><version>.wav (e.g. wav/03a01Fa.wav)"
+from lakd.data.corpora.folds import speaker_blocks
+from lakd.data.corpora.importer import CorpusSpec
+from lakd.data.corpora.utterances import Scan, ScanContext, Utterance, find_files
 
 EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness", "N": "neutral"}
 GENDER = {"03": "m", "10": "m", "11": "m", "12": "m", "15": "m", "08": "f", "09": "f", "13": "f", "14": "f", "16": "f"}
@@ -46,18 +37,18 @@ TEXTS = {
 _NAME = re.compile(r"^(\d{2})([ab]\d{2})([A-Z])([a-z])\.wav$")
 
 
-def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
+def scan(ctx: ScanContext) -> Scan:
     result = Scan()
-    audio_root = root / "wav" if (root / "wav").is_dir() else root
+    audio_root = ctx.root / "wav" if (ctx.root / "wav").is_dir() else ctx.root
     for path in find_files(audio_root, _NAME, (".wav",)):
         speaker, text, emo, version = _NAME.match(path.name).groups()
         result.utterances.append(
             Utterance(
                 path=path,
-                key=f"{CORPUS}_{path.stem}",
+                key=f"{ctx.corpus}_{path.stem}",
                 emotion=EMOTIONS.get(emo, emo),
-                speaker=f"{CORPUS}_{speaker}",
-                language=language,
+                speaker=f"{ctx.corpus}_{speaker}",
+                language=ctx.language,
                 gender=GENDER.get(speaker, "u"),
                 text=TEXTS.get(text),
                 extra={"emotion_raw": emo, "text_id": text, "version": version},
@@ -66,44 +57,18 @@ def scan(root: Path, language: str = LANGUAGE, strict: bool = False) -> Scan:
     return result
 
 
-def default_folds(speakers: set[str]) -> list[list[str]]:
+def pair_folds(utterances: Sequence[Utterance], seed: int) -> list[list[str]]:
     """The fixed mixed-gender pairs when the speakers are EmoDB's ten, else 5 contiguous folds."""
-    pairs = [[f"{CORPUS}_{a}", f"{CORPUS}_{b}"] for a, b in PAIRS]
-    if speakers and speakers <= {s for p in pairs for s in p}:
-        return [[s for s in p if s in speakers] for p in pairs]
-    return contiguous_folds(speakers, min(5, len(speakers))) if speakers else []
+    by_number = {u.speaker.rsplit("_", 1)[-1]: u.speaker for u in utterances}
+    if by_number and set(by_number) <= {s for pair in PAIRS for s in pair}:
+        return [[by_number[s] for s in pair if s in by_number] for pair in PAIRS]
+    return speaker_blocks(5)(utterances, seed)
 
 
-def prepare(
-    root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    labels: Iterable[str] = DEFAULT_LABELS,
-    fold: int | str | None = None,
-    scheme: str = "default",
-    label_map: Mapping[str, str] | None = None,
-    language: str = LANGUAGE,
-    shard_size: int = 200,
-    strict: bool = False,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-) -> ImportSummary:
-    """Import EmoDB. scheme "default" = 5 speaker-pair folds (fold 1..5, default 5); "loso" = per speaker."""
-    root = require_dir(root, CORPUS, EXPECTED)
-    found = scan(root, language=language, strict=strict)
-    folds = default_folds({u.speaker for u in found.utterances})
-    return import_scan(
-        CORPUS,
-        root,
-        out_dir,
-        found,
-        folds,
-        EXPECTED,
-        labels=labels,
-        fold=fold,
-        scheme=scheme,
-        label_map=label_map,
-        shard_size=shard_size,
-        strict=strict,
-        seed=seed,
-        progress=progress,
-    )
+SPEC = CorpusSpec(
+    name="emodb",
+    language="de",
+    scan=scan,
+    default_folds=pair_folds,
+    description="wav/<speaker><text><emotion><version>.wav (e.g. wav/03a01Fa.wav)",
+)

@@ -17,22 +17,16 @@ Default folds: speakers shuffled (seeded) into 5 folds; fold 5 (default) = test,
 from __future__ import annotations
 
 import csv
-import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
-from lakd import DEFAULT_LABELS
 from lakd.data.corpora import manifest
-from lakd.data.corpora.importer import import_scan
-from lakd.data.corpora.labels import canonical_emotion, sanitize_key
-from lakd.data.corpora.summary import ImportSummary
-from lakd.data.corpora.utterances import CorpusLayoutError, Scan, Utterance, require_dir
-from lakd.data.corpora.writer import ProgressFn
+from lakd.data.corpora.importer import CorpusSpec
+from lakd.data.corpora.labels import canonical_emotion, canonical_gender, sanitize_key
+from lakd.data.corpora.utterances import Scan, ScanContext, Utterance
 
-CORPUS = "fesc"
-LANGUAGE = "fi"
-EXPECTED = "<speaker>/<emotion>/<file>.wav folders, or labels.csv (path, emotion, speaker, ...)"
+LABELS_FILES = ("labels.csv", "labels.tsv")
 AUDIO_EXTS = (".wav", ".flac", ".aiff", ".aif")
 
 FINNISH_EMOTIONS = {
@@ -56,6 +50,11 @@ FINNISH_EMOTIONS = {
 _GENDERED = re.compile(r"^([FfMm])[_\-]?\d+$")
 
 
+def finnish_emotion(name: str, labels: Sequence[str]) -> str:
+    """The canonical name for a Finnish or English emotion name (a configured label is kept as is)."""
+    return FINNISH_EMOTIONS.get(name.strip().lower(), canonical_emotion(name, labels))
+
+
 def read_speaker_genders(root: Path) -> dict[str, str]:
     path = root / "speakers.csv"
     if not path.is_file():
@@ -66,18 +65,27 @@ def read_speaker_genders(root: Path) -> dict[str, str]:
     for row in rows:
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         if row.get("speaker"):
-            out[row["speaker"]] = manifest.GENDER_ALIASES.get(row.get("gender", "").lower(), "u")
+            out[row["speaker"]] = canonical_gender(row.get("gender", ""))
     return out
 
 
-def scan_folders(root: Path, language: str = LANGUAGE, labels: Iterable[str] = ()) -> Scan:
+def scan_labels_file(path: Path, ctx: ScanContext) -> Scan:
+    """The manifest convention, with Finnish emotion names understood."""
+    found = manifest.scan_manifest(path, ctx)
+    for u in found.utterances:
+        u.emotion = finnish_emotion(u.extra["emotion_raw"], ctx.labels)
+    return found
+
+
+def scan_folders(ctx: ScanContext) -> Scan:
+    """<root>/<speaker>/<emotion>/<file>: gender from speakers.csv, else an F01/M01 folder name."""
+    root = ctx.root
     result = Scan()
-    labels = list(labels)
     genders = read_speaker_genders(root)
     for spk_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for emo_dir in sorted(p for p in spk_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             name = emo_dir.name.strip()
-            emotion = FINNISH_EMOTIONS.get(name.lower(), canonical_emotion(name, labels))
+            emotion = finnish_emotion(name, ctx.labels)
             for path in sorted(emo_dir.rglob("*")):
                 if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in AUDIO_EXTS:
                     continue
@@ -89,10 +97,10 @@ def scan_folders(root: Path, language: str = LANGUAGE, labels: Iterable[str] = (
                 result.utterances.append(
                     Utterance(
                         path=path,
-                        key=sanitize_key(f"{CORPUS}_{rel}"),
+                        key=sanitize_key(f"{ctx.corpus}_{rel}"),
                         emotion=emotion,
-                        speaker=f"{CORPUS}_{spk_dir.name}",
-                        language=language,
+                        speaker=f"{ctx.corpus}_{spk_dir.name}",
+                        language=ctx.language,
                         gender=gender,
                         extra={"emotion_raw": name},
                     )
@@ -100,56 +108,16 @@ def scan_folders(root: Path, language: str = LANGUAGE, labels: Iterable[str] = (
     return result
 
 
-def prepare(
-    root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    labels: Iterable[str] = DEFAULT_LABELS,
-    fold: int | str | None = None,
-    scheme: str = "default",
-    label_map: Mapping[str, str] | None = None,
-    language: str = LANGUAGE,
-    shard_size: int = 200,
-    strict: bool = False,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-) -> ImportSummary:
-    """Import FESC by the folder or labels-file convention. scheme "default" = 5 seeded speaker folds
-    (fold 1..5, default 5), or the labels file's split column when it has one; "loso" = per speaker."""
-    root = require_dir(root, CORPUS, EXPECTED)
-    if any((root / n).is_file() for n in ("labels.csv", "labels.tsv")):
-        finnish = {**FINNISH_EMOTIONS, **{k.capitalize(): v for k, v in FINNISH_EMOTIONS.items()}}
-        return manifest.prepare(
-            root,
-            out_dir,
-            labels=labels,
-            fold=fold,
-            scheme=scheme,
-            label_map={**finnish, **(label_map or {})},
-            language=language,
-            corpus=CORPUS,
-            shard_size=shard_size,
-            strict=strict,
-            seed=seed,
-            progress=progress,
-        )
-    labels = list(labels)
-    found = scan_folders(root, language=language, labels=labels)
-    if not found.utterances:
-        raise CorpusLayoutError(f"{CORPUS}: found no audio under {root}; expected {EXPECTED}")
-    folds = manifest.assign_language_folds(found.utterances, seed)
-    return import_scan(
-        CORPUS,
-        root,
-        out_dir,
-        found,
-        folds,
-        EXPECTED,
-        labels=labels,
-        fold=fold,
-        scheme=scheme,
-        label_map=label_map,
-        shard_size=shard_size,
-        strict=strict,
-        seed=seed,
-        progress=progress,
-    )
+def scan(ctx: ScanContext) -> Scan:
+    """The labels file's rows when the root has one, else the speaker/emotion folders."""
+    labels_file = next((ctx.root / n for n in LABELS_FILES if (ctx.root / n).is_file()), None)
+    return scan_labels_file(labels_file, ctx) if labels_file else scan_folders(ctx)
+
+
+SPEC = CorpusSpec(
+    name="fesc",
+    language="fi",
+    scan=scan,
+    default_folds=manifest.assign_language_folds,
+    description="<speaker>/<emotion>/<file>.wav folders, or labels.csv (path, emotion, speaker, ...)",
+)

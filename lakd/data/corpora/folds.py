@@ -1,6 +1,7 @@
 """Speaker-independent folds: which speakers (or sessions) are test, dev and train for a fold.
 
-Each corpus defines its default folds; "loso" makes one fold per speaker. Fold k tests on fold k
+Each corpus defines its default folds (a `FoldsFn`, often one of the factories at the end of this
+file); "loso" makes one fold per speaker. Fold k tests on fold k
 and uses fold k-1 (wrapping) as dev, so the dev set is never the test set.
 """
 
@@ -11,9 +12,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lakd.data.corpora.utterances import Utterance
-from lakd.data.splits import SplitLeakError, fold_assignment, natural_sorted
+from lakd.data.splits import SplitLeakError, contiguous_folds, fold_assignment, natural_sorted
 
 SCHEMES = ("default", "loso")
+
+# (utterances, seed) -> a corpus's default folds of fold units (Utterance.group, else the speaker).
+# The seed is for corpora whose folds are drawn (FESC, manifests); fixed protocols ignore it.
+FoldsFn = Callable[[Sequence[Utterance], int], list[list[str]]]
 
 
 def resolve_fold(fold: int | str | None, folds: Sequence[Sequence[str]], corpus: str) -> int:
@@ -72,12 +77,26 @@ def fold_protocol(
     return (lambda u: where.get(key(u))), protocol
 
 
-def actor_folds(utterances: Sequence[Utterance], per_fold: int) -> list[list[str]]:
+def actor_folds(per_fold: int) -> FoldsFn:
     """Folds of `per_fold` consecutive actor numbers (extra["actor"]): 1-4, 5-8, ... for per_fold=4.
 
     Fixed by actor number, so a fold means the same actors whichever files are present.
     """
-    folds: dict[int, set[str]] = defaultdict(set)
-    for u in utterances:
-        folds[(int(u.extra["actor"]) - 1) // per_fold].add(u.speaker)
-    return [natural_sorted(folds[k]) for k in sorted(folds)]
+
+    def folds(utterances: Sequence[Utterance], seed: int) -> list[list[str]]:
+        by_block: dict[int, set[str]] = defaultdict(set)
+        for u in utterances:
+            by_block[(int(u.extra["actor"]) - 1) // per_fold].add(u.speaker)
+        return [natural_sorted(by_block[k]) for k in sorted(by_block)]
+
+    return folds
+
+
+def speaker_blocks(n_folds: int) -> FoldsFn:
+    """`n_folds` folds of consecutive speaker ids (fewer when there are fewer speakers)."""
+
+    def folds(utterances: Sequence[Utterance], seed: int) -> list[list[str]]:
+        speakers = {u.speaker for u in utterances}
+        return contiguous_folds(speakers, min(n_folds, len(speakers))) if speakers else []
+
+    return folds

@@ -15,21 +15,14 @@ Session k-1 as dev; the default (fold 5) is train Sessions 1-3, dev Session 4, t
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
-from lakd import DEFAULT_LABELS
-from lakd.data.corpora.importer import import_scan
-from lakd.data.corpora.summary import ImportSummary
-from lakd.data.corpora.utterances import CorpusLayoutError, Scan, Utterance, require_dir, skip
-from lakd.data.corpora.writer import ProgressFn
+from lakd.data.corpora.importer import CorpusSpec
+from lakd.data.corpora.utterances import CorpusLayoutError, Scan, ScanContext, Utterance, skip
 
-CORPUS = "iemocap"
-LANGUAGE = "en"
-EXPECTED = "Session{1..5}/dialog/EmoEvaluation/*.txt and Session{1..5}/sentences/wav/<dialog>/<utt>.wav"
-
+LAYOUT = "Session{1..5}/dialog/EmoEvaluation/*.txt and Session{1..5}/sentences/wav/<dialog>/<utt>.wav"
 CODES = {
     "ang": "anger",
     "hap": "happiness",
@@ -52,14 +45,14 @@ _TRANS_LINE = re.compile(r"^(Ses\w+)\s+\[[^\]]*\]:\s*(.*)$")
 _UTT_ID = re.compile(r"^Ses(\d{2})[FM]_.+_([FM])[A-Za-z]*\d+$")
 
 
-def find_sessions(root: Path) -> list[Path]:
+def find_sessions(root: Path, corpus: str) -> list[Path]:
     base = root / "IEMOCAP_full_release" if (root / "IEMOCAP_full_release").is_dir() else root
     sessions = sorted(
         (p for p in base.glob("Session*") if p.is_dir() and re.fullmatch(r"Session\d+", p.name)),
         key=lambda p: int(p.name[7:]),
     )
     if not sessions:
-        raise CorpusLayoutError(f"{CORPUS}: no Session1..Session5 folders under {root} (expected {EXPECTED})")
+        raise CorpusLayoutError(f"{corpus}: no Session1..Session5 folders under {root} (expected {LAYOUT})")
     return sessions
 
 
@@ -77,12 +70,13 @@ def parse_transcriptions(path: Path) -> dict[str, str]:
     return out
 
 
-def scan(root: Path, language: str = LANGUAGE, merge_excitement: bool = True, strict: bool = False) -> Scan:
+def scan(ctx: ScanContext, merge_excitement: bool = True) -> Scan:
+    """Every labelled utterance whose wav exists; `merge_excitement=False` keeps "exc" as excitement."""
     result = Scan()
-    for session in find_sessions(root):
+    for session in find_sessions(ctx.root, ctx.corpus):
         eval_dir = session / "dialog" / "EmoEvaluation"
         if not eval_dir.is_dir():
-            skip(result.skipped, eval_dir, "missing EmoEvaluation folder", strict)
+            skip(result.skipped, eval_dir, "missing EmoEvaluation folder", ctx.strict)
             continue
         for label_file in sorted(p for p in eval_dir.glob("*.txt") if not p.name.startswith(".")):
             dialog = label_file.stem
@@ -94,12 +88,12 @@ def scan(root: Path, language: str = LANGUAGE, merge_excitement: bool = True, st
                 start, end, utt, code, val, act, dom = m.groups()
                 idm = _UTT_ID.match(utt)
                 if not idm:
-                    skip(result.skipped, label_file, f"cannot read utterance id {utt!r}", strict)
+                    skip(result.skipped, label_file, f"cannot read utterance id {utt!r}", ctx.strict)
                     continue
                 session_no, letter = int(idm.group(1)), idm.group(2)
                 wav = session / "sentences" / "wav" / utt.rsplit("_", 1)[0] / f"{utt}.wav"
                 if not wav.is_file():
-                    skip(result.skipped, wav, f"audio file missing (labelled in {label_file.name})", strict)
+                    skip(result.skipped, wav, f"audio file missing (labelled in {label_file.name})", ctx.strict)
                     continue
                 emotion = CODES.get(code, code)
                 if code == "exc" and not merge_excitement:
@@ -107,10 +101,10 @@ def scan(root: Path, language: str = LANGUAGE, merge_excitement: bool = True, st
                 result.utterances.append(
                     Utterance(
                         path=wav,
-                        key=f"{CORPUS}_{utt}",
+                        key=f"{ctx.corpus}_{utt}",
                         emotion=emotion,
-                        speaker=f"{CORPUS}_Ses{session_no:02d}_{letter}",
-                        language=language,
+                        speaker=f"{ctx.corpus}_Ses{session_no:02d}_{letter}",
+                        language=ctx.language,
                         gender=letter.lower(),
                         text=texts.get(utt),
                         group=f"Session{session_no}",
@@ -130,37 +124,15 @@ def scan(root: Path, language: str = LANGUAGE, merge_excitement: bool = True, st
     return result
 
 
-def prepare(
-    root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    labels: Iterable[str] = DEFAULT_LABELS,
-    fold: int | str | None = None,
-    scheme: str = "default",
-    label_map: Mapping[str, str] | None = None,
-    language: str = LANGUAGE,
-    merge_excitement: bool = True,
-    shard_size: int = 200,
-    strict: bool = False,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-) -> ImportSummary:
-    """Import IEMOCAP. scheme "default" = leave-one-session-out folds (fold 1..5, default 5); "loso" = per speaker."""
-    root = require_dir(root, CORPUS, EXPECTED)
-    found = scan(root, language=language, merge_excitement=merge_excitement, strict=strict)
-    sessions = sorted({u.group for u in found.utterances}, key=lambda g: int(g[7:]))
-    return import_scan(
-        CORPUS,
-        root,
-        out_dir,
-        found,
-        [[s] for s in sessions],
-        EXPECTED,
-        labels=labels,
-        fold=fold,
-        scheme=scheme,
-        label_map=label_map,
-        shard_size=shard_size,
-        strict=strict,
-        seed=seed,
-        progress=progress,
-    )
+def session_folds(utterances: Sequence[Utterance], seed: int) -> list[list[str]]:
+    """One fold per session, in session order (fixed: the seed is not used)."""
+    return [[s] for s in sorted({u.group for u in utterances}, key=lambda g: int(g[7:]))]
+
+
+SPEC = CorpusSpec(
+    name="iemocap",
+    language="en",
+    scan=scan,
+    default_folds=session_folds,
+    description=LAYOUT,
+)

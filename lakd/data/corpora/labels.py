@@ -38,6 +38,9 @@ EMOTION_ALIASES = {
     "excited": "excitement",
 }
 
+# Spellings of a speaker's gender in labels files and demographics tables -> "f" or "m" (else "u").
+GENDER_ALIASES = {"f": "f", "female": "f", "woman": "f", "w": "f", "m": "m", "male": "m", "man": "m"}
+
 
 def normalize_labels(labels: Iterable[str] | None) -> list[str]:
     labs = list(labels) if labels is not None else list(DEFAULT_LABELS)
@@ -72,6 +75,11 @@ def canonical_emotion(name: str, labels: Sequence[str] = ()) -> str:
         return name
     low = name.lower()
     return EMOTION_ALIASES.get(low, low)
+
+
+def canonical_gender(name: str) -> str:
+    """ "f", "m", or "u" when the spelling is unknown or empty."""
+    return GENDER_ALIASES.get(name.strip().lower(), "u")
 
 
 def sanitize_key(text: str) -> str:

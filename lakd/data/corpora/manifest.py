@@ -7,7 +7,8 @@ Relative paths are resolved against the manifest's folder. `root` is the manifes
 folder holding manifest.csv / manifest.tsv / labels.csv / labels.tsv.
 
 Splits: with a complete split column, it is used as given (and checked for shared speakers);
-otherwise speakers are shuffled (seeded) per language into 5 folds, fold 5 = test, fold 4 = dev.
+otherwise (or with scheme "folds") speakers are shuffled (seeded) per language into 5 folds,
+fold 5 = test, fold 4 = dev. `corpus=` names the corpus (shard prefix and json `corpus`).
 """
 
 from __future__ import annotations
@@ -16,19 +17,15 @@ import csv
 import os
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
-from lakd import DEFAULT_LABELS
-from lakd.data.corpora.importer import import_scan
-from lakd.data.corpora.labels import canonical_emotion, corpus_name, sanitize_key
-from lakd.data.corpora.summary import ImportSummary
-from lakd.data.corpora.utterances import CorpusLayoutError, Scan, Utterance, log, skip
-from lakd.data.corpora.writer import ProgressFn
-from lakd.data.splits import contiguous_folds, natural_sorted, validate_speaker_splits
+from lakd.data.corpora.importer import CorpusSpec
+from lakd.data.corpora.labels import canonical_emotion, canonical_gender, sanitize_key
+from lakd.data.corpora.utterances import CorpusLayoutError, Scan, ScanContext, Utterance, log, skip
+from lakd.data.splits import contiguous_folds, natural_sorted
 
-CORPUS = "manifest"
-EXPECTED = "a CSV/TSV file with header columns path, emotion, language, speaker[, split, gender, text, ...]"
+LAYOUT = "a CSV/TSV file with header columns path, emotion, language, speaker[, split, gender, text, ...]"
 MANIFEST_NAMES = ("manifest.csv", "manifest.tsv", "labels.csv", "labels.tsv")
 REQUIRED = ("path", "emotion", "speaker")
 N_FOLDS = 5
@@ -43,7 +40,6 @@ SPLIT_ALIASES = {
     "eval": "test",
     "evaluation": "test",
 }
-GENDER_ALIASES = {"f": "f", "female": "f", "woman": "f", "w": "f", "m": "m", "male": "m", "man": "m"}
 
 
 def find_manifest(root: str | os.PathLike) -> Path:
@@ -54,8 +50,8 @@ def find_manifest(root: str | os.PathLike) -> Path:
         for name in MANIFEST_NAMES:
             if (p / name).is_file():
                 return p / name
-        raise CorpusLayoutError(f"{p}: no manifest file ({', '.join(MANIFEST_NAMES)}); expected {EXPECTED}")
-    raise CorpusLayoutError(f"manifest {p} does not exist; expected {EXPECTED}")
+        raise CorpusLayoutError(f"{p}: no manifest file ({', '.join(MANIFEST_NAMES)}); expected {LAYOUT}")
+    raise CorpusLayoutError(f"manifest {p} does not exist; expected {LAYOUT}")
 
 
 def _dialect(path: Path, sample: str):
@@ -69,12 +65,11 @@ def _dialect(path: Path, sample: str):
         return "excel"
 
 
-def read_manifest(
-    path: Path, corpus: str = CORPUS, language: str | None = None, labels: Iterable[str] = (), strict: bool = False
-) -> tuple[Scan, bool]:
-    """Parse a manifest into utterances; returns (scan, has_complete_split_column)."""
-    result = Scan()
-    labels = list(labels)
+def scan_manifest(path: Path, ctx: ScanContext) -> Scan:
+    """Parse a manifest into utterances (sources relative to its folder); `splits_given` when its
+    split column is complete."""
+    result = Scan(source_root=path.parent)
+    corpus, language, labels, strict = ctx.corpus, ctx.language, ctx.labels, ctx.strict
     text = path.read_bytes().decode("utf-8-sig", errors="replace")
     rows = csv.DictReader(text.splitlines(), dialect=_dialect(path, text[:4096]))
     header = [h.strip().lower() for h in (rows.fieldnames or [])]
@@ -83,7 +78,7 @@ def read_manifest(
     if "language" not in header and not language:
         missing.append("language")
     if missing:
-        raise CorpusLayoutError(f"{path}: manifest lacks column(s) {missing} (header: {header}); expected {EXPECTED}")
+        raise CorpusLayoutError(f"{path}: manifest lacks column(s) {missing} (header: {header}); expected {LAYOUT}")
     has_split = "split" in header
     known = {"path", "emotion", "language", "speaker", "split", "gender", "text", "key", "id"}
     base = path.parent
@@ -111,8 +106,7 @@ def read_manifest(
                 if row.get("split"):
                     skip(result.skipped, where, f"unknown split {row['split']!r} (use train, dev or test)", strict)
                     continue
-                if has_split:
-                    log.warning("%s: empty split cell; ignoring the split column and using speaker folds", where)
+                log.warning("%s: empty split cell; ignoring the split column and using speaker folds", where)
                 has_split = False  # an empty cell: the column does not define a complete split
         stem = row.get("key") or row.get("id") or os.path.splitext(row["path"])[0]
         key = sanitize_key(f"{corpus}_{stem}")
@@ -129,16 +123,17 @@ def read_manifest(
                 emotion=canonical_emotion(row["emotion"], labels),
                 speaker=row["speaker"],
                 language=lang,
-                gender=GENDER_ALIASES.get(row.get("gender", "").lower(), "u"),
+                gender=canonical_gender(row.get("gender", "")),
                 text=row.get("text") or None,
                 split=split,
                 extra=extra,
             )
         )
-    return result, has_split
+    result.splits_given = has_split
+    return result
 
 
-def assign_language_folds(utterances: list[Utterance], seed: int, n_folds: int = N_FOLDS) -> list[list[str]]:
+def assign_language_folds(utterances: Sequence[Utterance], seed: int, n_folds: int = N_FOLDS) -> list[list[str]]:
     """Set `group` = "foldK" for every utterance: speakers shuffled (seeded) and chunked per language."""
     by_lang: dict[str, list[str]] = defaultdict(list)
     for spk, lang in sorted({(u.speaker, u.language) for u in utterances}):
@@ -158,62 +153,16 @@ def assign_language_folds(utterances: list[Utterance], seed: int, n_folds: int =
     return [[f"fold{k}"] for k in range(1, n + 1)]
 
 
-def prepare(
-    root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    labels: Iterable[str] = DEFAULT_LABELS,
-    fold: int | str | None = None,
-    scheme: str = "default",
-    label_map: Mapping[str, str] | None = None,
-    language: str | None = None,
-    corpus: str = CORPUS,
-    shard_size: int = 200,
-    strict: bool = False,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-) -> ImportSummary:
-    """Import a manifest. scheme "default" = its split column if complete, else 5 seeded speaker folds
-    per language (fold 1..5, default 5); "folds" ignores the split column; "loso" = per speaker."""
-    path = find_manifest(root)
-    labels = list(labels)
-    corpus = corpus_name(corpus)
-    found, has_split = read_manifest(path, corpus=corpus, language=language, labels=labels, strict=strict)
-    expected = f"rows in {path}"
-    if found.utterances and scheme == "default" and has_split:
-        by_split = {s: [u.speaker for u in found.utterances if u.split == s] for s in ("train", "dev", "test")}
-        validate_speaker_splits(by_split, where=str(path))
-        return import_scan(
-            corpus,
-            path.parent,
-            out_dir,
-            found,
-            [],
-            expected,
-            labels=labels,
-            fold=fold,
-            scheme=scheme,
-            label_map=label_map,
-            shard_size=shard_size,
-            strict=strict,
-            seed=seed,
-            progress=progress,
-            split_of=lambda u: u.split,
-            protocol={"scheme": "manifest", "column": "split"},
-        )
-    folds = assign_language_folds(found.utterances, seed) if found.utterances else []
-    return import_scan(
-        corpus,
-        path.parent,
-        out_dir,
-        found,
-        folds,
-        expected,
-        labels=labels,
-        fold=fold,
-        scheme="default" if scheme == "folds" else scheme,
-        label_map=label_map,
-        shard_size=shard_size,
-        strict=strict,
-        seed=seed,
-        progress=progress,
-    )
+def scan(ctx: ScanContext) -> Scan:
+    """The rows of the manifest at (or in) the root."""
+    return scan_manifest(find_manifest(ctx.root), ctx)
+
+
+SPEC = CorpusSpec(
+    name="manifest",
+    language=None,
+    scan=scan,
+    default_folds=assign_language_folds,
+    description=LAYOUT,
+    root_may_be_file=True,
+)

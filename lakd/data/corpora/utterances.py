@@ -1,6 +1,6 @@
 """What an importer finds: the Utterance record, the Scan result, and the layout helpers.
 
-An importer only *finds* utterances (parses its corpus's layout into `Utterance` records);
+A corpus module only *finds* utterances (parses its corpus's layout into `Utterance` records);
 labels, splits and shard writing are shared (see `importer.py`).
 """
 
@@ -42,6 +42,17 @@ class Utterance:
     extra: dict[str, Any] = field(default_factory=dict)  # corpus fields kept in the sample json
 
 
+@dataclass(frozen=True)
+class ScanContext:
+    """What every corpus's scan is given: where to look and how to name what it finds."""
+
+    root: Path  # the corpus root as the user gave it (a directory, or the manifest file)
+    corpus: str  # prefix of sample keys and speaker ids, and of the shard names
+    language: str | None  # ISO code for every utterance (None: the manifest's column says)
+    labels: tuple[str, ...]  # the configured label set (a raw name equal to a label is kept as is)
+    strict: bool  # a bad file met while scanning is an error instead of a counted skip
+
+
 @dataclass
 class Scan:
     """What an importer found under its root, before labels and splits are applied."""
@@ -49,6 +60,8 @@ class Scan:
     utterances: list[Utterance] = field(default_factory=list)
     excluded: Counter = field(default_factory=Counter)  # reason -> n (left out by the protocol)
     skipped: list[dict[str, str]] = field(default_factory=list)  # bad files met while scanning
+    source_root: Path | None = None  # folder the sample json's `source` is relative to (default: the root)
+    splits_given: bool = False  # every utterance has `split` from the corpus itself (a complete split column)
 
 
 def skip(skipped: list[dict[str, str]], path: Path | str, reason: str, strict: bool) -> None:
@@ -78,6 +91,7 @@ def find_files(root: Path, pattern: re.Pattern, exts: Iterable[str] = (".wav",))
 
 
 def require_dir(root: str | os.PathLike, corpus: str, expected: str) -> Path:
+    """`root` as a Path, or a CorpusLayoutError saying what was expected there."""
     p = Path(root)
     if not p.is_dir():
         raise CorpusLayoutError(f"{corpus}: root {p} is not a directory (expected {expected})")
