@@ -100,3 +100,12 @@ def test_torchscript_export(student_dir, tmp_path):
     assert info["max_abs_diff_vs_torch"] < 1e-5
     with pytest.raises(ValueError, match="unknown export format"):
         export_model(path, tmp_path / "x", fmt="tflite")
+
+
+def test_config_json_carries_the_real_labels(student_dir):
+    from transformers import AutoConfig
+
+    _, path = student_dir
+    config = AutoConfig.from_pretrained(path)
+    assert config.num_labels == len(LABELS)
+    assert config.id2label == dict(enumerate(LABELS)) and config.label2id == {l: i for i, l in enumerate(LABELS)}

@@ -239,6 +239,9 @@ class SERModel(nn.Module):
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
         try:
+            # the real labels in config.json: transformers (and the hub) read them from there, not from lakd.json
+            self.backbone.config.id2label = dict(enumerate(self.labels))
+            self.backbone.config.label2id = {label: i for i, label in enumerate(self.labels)}
             with quiet_progress():
                 self.backbone.save_pretrained(tmp)
             head = {k: v.detach().contiguous().cpu() for k, v in self.head_state_dict().items()}
