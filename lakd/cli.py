@@ -323,7 +323,7 @@ def export_cmd(
     format: str = typer.Option("onnx", help="onnx | torchscript"),
 ) -> None:
     """Export a checkpoint for deployment (ONNX verified with onnxruntime)."""
-    from lakd.inference import export_model
+    from lakd.export import export_model
 
     info = export_model(checkpoint, out, fmt=format)
     console.print_json(json.dumps(info))

@@ -1,133 +1,178 @@
-"""Use a trained model: `lakd.load(path).predict(waveform, sample_rate, language=None)` and export to ONNX.
+"""Use a trained model: `lakd.load(path).predict(waveform, sample_rate, language=None)`.
 
 A checkpoint directory is self-describing (labels, languages, model config in lakd.json), so inference
-needs nothing from the training run.
+needs nothing from the training run. `predict` takes audio as the usual readers return it:
+
+- `soundfile.read` -> `[frames]` or `[frames, channels]` (numpy), `torchaudio.load` -> `[channels, frames]` (tensor);
+  the channel axis is the short one (at most `MAX_CHANNELS`), channels are averaged;
+- float audio in [-1, 1] or integer PCM (int16 / int32 / int8 / uint8), scaled to [-1, 1);
+- any sample rate (resampled to 16 kHz);
+- one utterance (returns a dict) or a list of utterances (returns a list of dicts, run in padded batches).
+
+Exporting to ONNX / TorchScript / a Hugging Face directory lives in `lakd.export`.
 """
 
 from __future__ import annotations
 
-import json
+import numbers
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lakd import SAMPLE_RATE
+
+MAX_CHANNELS = 32  # a 2-D array whose both axes are longer than this is not audio we can read
+UNKNOWN_LANGUAGE = "unknown"  # explicit "I don't know the language": the model's shared "any" embedding
+_UNKNOWN_NAMES = (None, "", UNKNOWN_LANGUAGE, "any")
+_INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.int8): 128.0}
+
+
+def to_float_frames(audio, where: str = "audio") -> np.ndarray:
+    """Audio as float32 `[frames]` or `[frames, channels]` from any common layout and sample format."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    a = np.asarray(audio)
+    if a.dtype == np.uint8:  # 8-bit WAV is unsigned, centred on 128
+        a = (a.astype(np.float32) - 128.0) / 128.0
+    elif a.dtype in _INT_SCALE:
+        a = a.astype(np.float32) / _INT_SCALE[a.dtype]
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32, copy=False)
+    else:
+        raise ValueError(f"{where}: unsupported sample type {a.dtype} (use float, int16, int32, int8 or uint8)")
+    if a.ndim == 1:
+        return a
+    if a.ndim != 2:
+        raise ValueError(f"{where}: expected [frames], [frames, channels] or [channels, frames], got shape {a.shape}")
+    rows, cols = a.shape
+    if rows <= MAX_CHANNELS and rows < cols:  # torchaudio.load: [channels, frames]
+        return a.T
+    if cols <= MAX_CHANNELS and cols < rows:  # soundfile.read: [frames, channels]
+        return a
+    raise ValueError(
+        f"{where}: cannot tell channels from frames in shape {a.shape} "
+        f"(the channel axis must be the shorter one, at most {MAX_CHANNELS})"
+    )
+
+
+def receptive_field(backbone) -> int:
+    """Fewest 16 kHz samples from which the backbone's conv feature encoder makes one frame."""
+    cfg = backbone.config
+    need = 1
+    for kernel, stride in reversed(list(zip(cfg.conv_kernel, cfg.conv_stride))):
+        need = (need - 1) * stride + kernel
+    return need
+
+
+def _is_batch(waveform) -> bool:
+    """A list/tuple of utterances (not a plain list of sample values)."""
+    return isinstance(waveform, (list, tuple)) and len(waveform) > 0 and not isinstance(waveform[0], numbers.Number)
+
 
 class Predictor:
-    """Class probabilities for raw audio of any sample rate and channel count."""
+    """Class probabilities for raw audio of any sample rate, layout and channel count."""
 
-    def __init__(self, model, device="cpu"):
+    def __init__(self, model, device="cpu", batch_size: int = 8):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(device)
         self.model = model.eval().to(device)
-        self.device = torch.device(device)
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
         self.labels: list[str] = list(model.labels)
         self.languages: list[str] = list(model.languages)
+        self.min_samples = receptive_field(model.backbone)
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu") -> Predictor:
-        from lakd.models.ser import SERModel
+        """Load a checkpoint directory (or a run directory holding `best/`); `CheckpointError` names the problem."""
+        from lakd.models.backbone import BackboneError
+        from lakd.models.ser import META_NAME, CheckpointError, SERModel
 
         path = Path(path)
-        if not (path / "lakd.json").exists() and (path / "best" / "lakd.json").exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: no such checkpoint directory")
+        if not (path / META_NAME).exists() and (path / "best" / META_NAME).exists():
             path = path / "best"  # a run directory: take its selected model
-        return cls(SERModel.from_pretrained(path), device=device)
+        try:
+            return cls(SERModel.from_pretrained(path), device=device)
+        except BackboneError as e:
+            raise CheckpointError(str(e)) from e
 
     def language_id(self, language: str | None) -> int:
-        """Index of a language; unknown or missing languages use the shared 'any' embedding (-1)."""
-        return self.languages.index(language) if language in self.languages else -1
+        """Index of a language code; None / "unknown" / "any" select the shared "any" embedding (-1).
 
-    @torch.no_grad()
-    def predict(self, waveform, sample_rate: int, language: str | None = None) -> dict[str, float]:
+        A code the model was not trained on is an error (a typo must not silently drop the language)."""
+        if language in _UNKNOWN_NAMES:
+            return -1
+        if language in self.languages:
+            return self.languages.index(language)
+        raise ValueError(
+            f"unknown language {language!r}: this model knows {', '.join(self.languages)} "
+            f"(use language=None or {UNKNOWN_LANGUAGE!r} when the language is not known)"
+        )
+
+    def prepare(self, waveform, sample_rate: int, where: str = "audio") -> torch.Tensor:
+        """Mono float32 `[T]` at 16 kHz, checked to be long enough for the model."""
         from lakd.data.audio import to_mono_16k
 
-        audio = to_mono_16k(np.asarray(waveform, dtype=np.float32), sample_rate)
-        x = torch.as_tensor(audio, dtype=torch.float32, device=self.device).reshape(1, -1)
-        mask = torch.ones_like(x, dtype=torch.long)
-        lang = torch.tensor([self.language_id(language)], device=self.device)
-        probs = torch.softmax(self.model(x, mask, lang).logits.float(), -1)[0].cpu().tolist()
-        return dict(zip(self.labels, probs))
+        frames = to_float_frames(waveform, where)
+        if frames.shape[0] == 0:
+            raise ValueError(f"{where}: audio is empty")
+        audio = to_mono_16k(frames, int(sample_rate))
+        if audio.numel() < self.min_samples:
+            raise ValueError(
+                f"{where}: audio is {1000 * audio.numel() / SAMPLE_RATE:.1f} ms long; this model needs at least "
+                f"{self.min_samples} samples at 16 kHz ({1000 * self.min_samples / SAMPLE_RATE:.1f} ms, "
+                "the receptive field of its feature encoder)"
+            )
+        return audio
+
+    @torch.no_grad()
+    def _probabilities(self, audios: list[torch.Tensor], lang_ids: list[int]) -> list[list[float]]:
+        """Run in padded batches, longest first; a group-norm backbone (which padding would change) goes one by one."""
+        step = self.batch_size if self.model.pass_attention_mask else 1
+        order = sorted(range(len(audios)), key=lambda i: -audios[i].numel())
+        out: list[list[float]] = [[] for _ in audios]
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
+            longest = audios[idx[0]].numel()
+            x = torch.zeros(len(idx), longest)
+            mask = torch.zeros(len(idx), longest, dtype=torch.long)
+            for row, i in enumerate(idx):
+                x[row, : audios[i].numel()] = audios[i]
+                mask[row, : audios[i].numel()] = 1
+            lang = torch.tensor([lang_ids[i] for i in idx])
+            logits = self.model(x.to(self.device), mask.to(self.device), lang.to(self.device)).logits
+            for row, p in zip(idx, torch.softmax(logits.float(), -1).cpu().tolist()):
+                out[row] = p
+        return out
+
+    def predict(self, waveform, sample_rate: int, language: str | None | Sequence[str | None] = None):
+        """{label: probability} for one utterance, or a list of them for a list of utterances.
+
+        For a batch, `language` is one code for all or one per utterance; `sample_rate` one rate or one per utterance.
+        """
+        if not _is_batch(waveform):
+            audio = self.prepare(waveform, sample_rate)
+            return dict(zip(self.labels, self._probabilities([audio], [self.language_id(language)])[0]))
+        n = len(waveform)
+        rates = list(sample_rate) if isinstance(sample_rate, (list, tuple)) else [sample_rate] * n
+        langs = list(language) if isinstance(language, (list, tuple)) else [language] * n
+        if len(rates) != n or len(langs) != n:
+            raise ValueError(f"{n} utterances but {len(rates)} sample rates and {len(langs)} languages")
+        audios = [self.prepare(w, r, f"utterance {i}") for i, (w, r) in enumerate(zip(waveform, rates))]
+        probs = self._probabilities(audios, [self.language_id(l) for l in langs])
+        return [dict(zip(self.labels, p)) for p in probs]
 
     def predict_file(self, path, language: str | None = None) -> dict[str, float]:
         import soundfile as sf
 
         try:
             audio, sr = sf.read(str(path), dtype="float32", always_2d=False)
-        except Exception as e:
+        except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError ... on bad files
             raise ValueError(f"{path}: cannot read audio ({e})") from e
-        if audio.size == 0:
-            raise ValueError(f"{path}: audio is empty")
-        return self.predict(audio, sr, language)
-
-
-class _ExportWrapper(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_values, attention_mask, language_ids):
-        return torch.softmax(self.model(input_values, attention_mask, language_ids).logits, -1)
-
-
-def export_model(checkpoint, out, fmt: str = "onnx", seconds: float = 2.0) -> dict:
-    """Export to ONNX (checked against PyTorch with onnxruntime) or TorchScript. Returns what was verified."""
-    predictor = Predictor.from_checkpoint(checkpoint)
-    wrapper = _ExportWrapper(predictor.model).eval()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(0)
-    x = 0.1 * torch.randn(2, int(16000 * seconds), generator=g)
-    mask = torch.ones(2, x.shape[1], dtype=torch.long)
-    mask[1, x.shape[1] // 2 :] = 0
-    x[1, x.shape[1] // 2 :] = 0
-    lang = torch.tensor([0, -1])
-    with torch.no_grad():
-        ref = wrapper(x, mask, lang).numpy()
-    info = {"format": fmt, "path": str(out), "labels": predictor.labels, "languages": predictor.languages}
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        tmp = out.with_name(out.name + ".tmp")
-        torch.onnx.export(
-            wrapper,
-            (x, mask, lang),
-            str(tmp),
-            input_names=["input_values", "attention_mask", "language_ids"],
-            output_names=["probabilities"],
-            dynamo=False,
-            opset_version=17,
-            dynamic_axes={
-                "input_values": {0: "batch", 1: "samples"},
-                "attention_mask": {0: "batch", 1: "samples"},
-                "language_ids": {0: "batch"},
-                "probabilities": {0: "batch"},
-            },
-        )
-        tmp.replace(out)
-        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        # check on a different length than the one traced, to prove the dynamic axes work
-        x2, mask2 = (
-            x[:, : int(16000 * seconds * 0.75)].contiguous(),
-            mask[:, : int(16000 * seconds * 0.75)].contiguous(),
-        )
-        with torch.no_grad():
-            ref2 = wrapper(x2, mask2, lang).numpy()
-        feeds = {"input_values": x2.numpy(), "attention_mask": mask2.numpy(), "language_ids": lang.numpy()}
-        used = {i.name for i in sess.get_inputs()}  # a teacher ignores language_ids: the exporter drops it
-        got = sess.run(None, {k: v for k, v in feeds.items() if k in used})[0]
-        info["inputs"] = sorted(used)
-        info["max_abs_diff_vs_torch"] = float(np.abs(got - ref2).max())
-        if info["max_abs_diff_vs_torch"] > 1e-3:
-            raise RuntimeError(
-                f"ONNX export of {checkpoint} disagrees with PyTorch by {info['max_abs_diff_vs_torch']:.2e}"
-            )
-    elif fmt == "torchscript":
-        traced = torch.jit.trace(wrapper, (x, mask, lang), check_trace=False)
-        tmp = out.with_name(out.name + ".tmp")
-        traced.save(str(tmp))
-        tmp.replace(out)
-        loaded = torch.jit.load(str(out))
-        with torch.no_grad():
-            info["max_abs_diff_vs_torch"] = float(np.abs(loaded(x, mask, lang).numpy() - ref).max())
-    else:
-        raise ValueError(f"unknown export format {fmt!r} (onnx | torchscript)")
-    (out.with_suffix(out.suffix + ".json")).write_text(json.dumps(info, indent=1))
-    return info
+        prepared = self.prepare(audio, sr, where=str(path))
+        return dict(zip(self.labels, self._probabilities([prepared], [self.language_id(language)])[0]))
