@@ -10,6 +10,10 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from lakd import __version__
+from lakd.cli_common import ConfigOpt, DeviceOpt, RunDirOpt, SetOpt, console, fail, load_cfg, progress_bar
+from lakd.cli_inference import evaluate_cmd, export_cmd, predict_cmd
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__ or "lakd")
 shards_app = typer.Typer(no_args_is_help=True, help="Make, import, index and inspect audio shards.")
 experiment_app = typer.Typer(no_args_is_help=True, help="Multi-run experiments (the paper's table).")
@@ -20,15 +24,24 @@ app.add_typer(experiment_app, name="experiment")
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
 
-console = Console(stderr=False)
+app.command("evaluate")(evaluate_cmd)
+app.command("predict")(predict_cmd)
+app.command("export")(export_cmd)
 
-ConfigOpt = typer.Option("tiny", "--config", "-c", help="YAML config file or a built-in name (tiny, emosynth3).")
-SetOpt = typer.Option(None, "--set", "-s", help="Override a config value: --set student_optim.lr=1e-3 (repeatable).")
-RunDirOpt = typer.Option(None, "--run-dir", help="Where outputs go (overrides run_dir in the config).")
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"lakd {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the lakd version and exit."
+    ),
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -36,17 +49,6 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     )
     for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "DeepSpeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _load(config: str, overrides: list[str] | None, run_dir: Path | None = None):
-    from lakd.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(config, list(overrides or []) + ([f"run_dir={run_dir}"] if run_dir else []))
-    except (ConfigError, FileNotFoundError) as e:
-        console.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2) from None
-    return cfg
 
 
 def _print_rows(rows: list, title: str) -> None:
@@ -59,30 +61,6 @@ def _print_rows(rows: list, title: str) -> None:
     for r in rows:
         table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()])
     console.print(table)
-
-
-class _progress:
-    """A rich progress bar fed by `advance(done, total)` callbacks of long data steps."""
-
-    def __init__(self, what: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self.bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.task = self.bar.add_task(what, total=None)
-
-    def __enter__(self):
-        self.bar.start()
-        return lambda done, total=None: self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc):
-        self.bar.stop()
 
 
 def _print_results(result: dict, title: str, saved: str) -> None:
@@ -104,11 +82,6 @@ def _print_results(result: dict, title: str, saved: str) -> None:
     console.print(f"test split, % ; 95% bootstrap confidence intervals in {saved}")
 
 
-def _fail(msg: str, code: int = 1):
-    console.print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(code)
-
-
 # ---------------------------------------------------------------------------------------------- shards
 
 
@@ -118,7 +91,7 @@ def shards_synth(
     languages: str = typer.Option("en,fi,fr", help="Comma-separated espeak-ng language codes."),
     speakers: int = typer.Option(6, help="Speakers per language (split speaker-independently)."),
     utterances: int = typer.Option(24, help="Utterances per speaker."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Random seed (the corpus is deterministic for a seed)."),
     labels: str = typer.Option("anger,happiness,neutral,sadness", help="Comma-separated emotion labels."),
     splits: str | None = typer.Option(
         None, help="Speakers per split, e.g. train=4,dev=1,test=1 (counts or fractions)."
@@ -133,7 +106,7 @@ def shards_synth(
     split_spec = None
     if splits:
         split_spec = {k: (float(v) if "." in v else int(v)) for k, v in (p.split("=") for p in splits.split(","))}
-    with _progress("synthesizing") as advance:
+    with progress_bar("synthesizing") as advance:
         summary = synthesize_corpus(
             out,
             languages=tuple(languages.split(",")),
@@ -158,7 +131,7 @@ def shards_synth(
 def shards_import(
     corpus: str = typer.Option(..., help="iemocap | fesc | cafe | ravdess | cremad | emodb | manifest"),
     root: Path = typer.Option(..., help="Corpus root directory (or the manifest file for --corpus manifest)."),
-    out: Path = typer.Option(..., "--out", "-o"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (gets train/ dev/ test/)."),
     labels: str = typer.Option(
         "anger,happiness,neutral,sadness", help="Target label set; others are dropped and counted."
     ),
@@ -186,10 +159,10 @@ def shards_import(
     if map:
         kwargs["label_map"] = dict(m.split("=", 1) for m in map)
     try:
-        with _progress(f"importing {corpus}") as advance:
+        with progress_bar(f"importing {corpus}") as advance:
             summary = import_corpus(corpus, root, out, progress=advance, **kwargs)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e))
+        fail(str(e))
     _print_rows(summary.rows(), f"{corpus} -> {out}")
     d = summary.as_dict()
     for what in ("dropped", "excluded", "skipped"):
@@ -198,7 +171,7 @@ def shards_import(
 
 
 @shards_app.command("index")
-def shards_index(directory: Path) -> None:
+def shards_index(directory: Path = typer.Argument(..., help="Directory of .tar shards.")) -> None:
     """Write index.json (counts, durations, sha256 per shard) for a directory of shards made elsewhere."""
     from lakd.data.shards import write_index
 
@@ -233,7 +206,7 @@ def train_teacher(
     """Fine-tune one teacher (FT-Mono for a language, FT-Multi with --language multi)."""
     from lakd.recipes import finetune
 
-    cfg = _load(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir)
     console.print(f"teacher checkpoint: {finetune.run_teacher(cfg, language)}")
 
 
@@ -247,7 +220,7 @@ def cache_cmd(
     """Run each teacher once over the training shards and store logits + embeddings (teacher knowledge cache)."""
     from lakd.recipes import cache, common
 
-    cfg = _load(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir)
     names = teachers.split(",") if teachers else list(cfg.languages)
     dirs = {n: str(common.teacher_dir(cfg, n) / "best") for n in names}
     console.print(f"cache: {cache.run(cfg, dirs)}")
@@ -264,69 +237,11 @@ def distill_cmd(
     """Distill the teachers into the multilingual student."""
     from lakd.recipes import common, distill
 
-    cfg = _load(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir)
     names = teachers.split(",") if teachers else list(cfg.languages)
     dirs = {n: str(common.teacher_dir(cfg, n) / "best") for n in names}
     cache_dir = str(common.run_path(cfg, "cache")) if cfg.distill.use_cache else None
     console.print(f"student checkpoint: {distill.run(cfg, dirs, cache_dir, name=name)}")
-
-
-@app.command("evaluate")
-def evaluate_cmd(
-    checkpoint: Path = typer.Option(..., help="A checkpoint directory (…/best)."),
-    shards: list[str] = typer.Option(..., help="Evaluation shards: directory, pattern or list."),
-    out: Path | None = typer.Option(None, help="Report directory (default: <checkpoint>/../eval)."),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for 95% confidence intervals."),
-    device: str = typer.Option("auto"),
-) -> None:
-    """WA / UA per language and overall, per-class recall, confusion matrices (PNG), bootstrap CIs."""
-    from lakd.recipes.evaluate import evaluate_checkpoint
-
-    report = evaluate_checkpoint(checkpoint, shards, out_dir=out, n_bootstrap=bootstrap, device=device)
-    console.print(report["markdown"])
-    console.print(f"report written to {report['out_dir']}")
-
-
-@app.command("predict")
-def predict_cmd(
-    files: list[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg …)."),
-    checkpoint: Path = typer.Option(..., help="A checkpoint directory."),
-    language: str | None = typer.Option(None, help="ISO code of the utterances' language (unknown if unset)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
-    """Class probabilities for audio files."""
-    from rich.table import Table
-
-    import lakd
-
-    predictor = lakd.load(checkpoint)
-    rows = []
-    for f in files:
-        try:
-            probs = predictor.predict_file(f, language=language)
-        except Exception as e:  # a bad file must not hide the others' results
-            _fail(f"{f}: {e}")
-        rows.append({"file": str(f), "prediction": max(probs, key=probs.get), "probabilities": probs})
-    if as_json:
-        console.print_json(json.dumps(rows))
-        return
-    table = Table("file", "prediction", *predictor.labels)
-    for r in rows:
-        table.add_row(r["file"], r["prediction"], *[f"{r['probabilities'][l]:.3f}" for l in predictor.labels])
-    console.print(table)
-
-
-@app.command("export")
-def export_cmd(
-    checkpoint: Path = typer.Option(...),
-    out: Path = typer.Option(..., "--out", "-o"),
-    format: str = typer.Option("onnx", help="onnx | torchscript"),
-) -> None:
-    """Export a checkpoint for deployment (ONNX verified with onnxruntime)."""
-    from lakd.export import export_model
-
-    info = export_model(checkpoint, out, fmt=format)
-    console.print_json(json.dumps(info))
 
 
 # ---------------------------------------------------------------------------------------------- pipelines
@@ -342,7 +257,7 @@ def paper_table_cmd(
     """Train FT-Mono, FT-Multi, KD-Multi, MTKD-Multi and LA-MTKD and print a table like the paper's (UA/WA, 95% CIs)."""
     from lakd.recipes import paper_table
 
-    cfg = _load(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir)
     result = paper_table.run(cfg, runs=runs.split(","))
     _print_results(
         result, f"{cfg.name}: the paper's comparison", f"{result['markdown_path']} and {result['json_path']}"
@@ -351,14 +266,16 @@ def paper_table_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
+    run_dir: Path = typer.Option(
+        Path("runs/demo"), "--run-dir", help="Where the demo's corpus, models and results go."
+    ),
     config: str = ConfigOpt,
     set: list[str] | None = SetOpt,
 ) -> None:
     """The embedded default: synthesize a small corpus, train tiny teachers and the student, print results."""
     from lakd.recipes import pipeline
 
-    cfg = _load(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir)
     result = pipeline.run(cfg)
     _print_results(result, "lakd demo: FT-Mono teachers vs the LA-MTKD student", result["markdown_path"])
 
@@ -374,17 +291,39 @@ def launch_cmd(
     """Submit the whole job graph (shards -> teachers -> cache -> student -> evaluation) through submitit."""
     from lakd.launch.graph import launch
 
-    cfg = _load(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir)
     result = launch(cfg, cfg.run_dir, executor=executor, wait=wait)
     console.print_json(json.dumps(result, default=str))
 
 
 @app.command("status")
-def status_cmd(run_dir: Path) -> None:
-    """Show every stage of a launched run: state, job ids, last metric, log paths."""
+def status_cmd(
+    run_dir_arg: Path | None = typer.Argument(None, metavar="[RUN_DIR]", help="The run directory (same as --run-dir)."),
+    run_dir: Path | None = RunDirOpt,
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="Config whose run_dir to show (when no run directory is given)."
+    ),
+    set: list[str] | None = SetOpt,
+) -> None:
+    """Show every stage of a launched run: state, job ids, last metric, log paths.
+
+    The run directory is given like to the other commands (`--run-dir DIR`, or `--config`/`--set` whose run_dir
+    is used) or as the one argument (`lakd status DIR`).
+    """
     from lakd.launch.status import print_status, stage_status
 
-    print_status(stage_status(run_dir), console)
+    if run_dir_arg and run_dir and run_dir_arg != run_dir:
+        fail(f"two run directories given: {run_dir_arg} and --run-dir {run_dir}", code=2)
+    where = run_dir_arg or run_dir
+    if where is None:
+        if config is None:
+            fail("which run? give its directory (lakd status DIR, or --run-dir DIR) or its --config", code=2)
+        where = Path(load_cfg(config, set).run_dir)
+    try:
+        rows = stage_status(where)
+    except FileNotFoundError as e:
+        fail(str(e))
+    print_status(rows, console)
 
 
 # ---------------------------------------------------------------------------------------------- benchmarks
@@ -394,7 +333,7 @@ def status_cmd(run_dir: Path) -> None:
 def bench_data_cmd(
     shards: str = typer.Option(None, help="Shards to read (default: synthesize a small corpus)."),
     workers: str = typer.Option("0,1,2", help="Worker counts to compare."),
-    out: Path = typer.Option(Path("bench/results/data.json"), "--out"),
+    out: Path = typer.Option(Path("bench/results/data.json"), "--out", help="Where the results JSON goes."),
 ) -> None:
     """Loader throughput (samples/s, audio-s/s) by worker count."""
     from lakd.bench.data import bench_data
@@ -406,8 +345,8 @@ def bench_data_cmd(
 def bench_distill_cmd(
     teachers: str = typer.Option("1,3,6", help="Teacher counts."),
     steps: int = typer.Option(10, help="Timed steps per setting."),
-    device: str = typer.Option("auto"),
-    out: Path = typer.Option(Path("bench/results/distill.json"), "--out"),
+    device: str = DeviceOpt,
+    out: Path = typer.Option(Path("bench/results/distill.json"), "--out", help="Where the results JSON goes."),
 ) -> None:
     """Student step time: cached teacher knowledge vs online teachers vs plain fine-tuning."""
     from lakd.bench.distill import bench_distill

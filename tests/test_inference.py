@@ -136,19 +136,43 @@ def test_config_json_carries_the_real_labels(student_dir):
     assert config.id2label == dict(enumerate(LABELS)) and config.label2id == {l: i for i, l in enumerate(LABELS)}
 
 
-def test_predict_cli_and_bad_file(student_dir, tmp_path):
+def test_predict_cli_reports_bad_files_and_predicts_the_others(student_dir, tmp_path):
     _, path = student_dir
     wav = tmp_path / "clip.wav"
     sf.write(wav, 0.2 * np.sin(2 * np.pi * 180 * np.arange(22050) / 22050), 22050)
-    runner = CliRunner()
-    res = runner.invoke(app, ["predict", str(wav), "--checkpoint", str(path), "--language", "en", "--json"])
-    assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
-    assert rows[0]["file"] == str(wav) and rows[0]["prediction"] in LABELS
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF not really a wav")
-    res = runner.invoke(app, ["predict", str(bad), "--checkpoint", str(path)])
-    assert res.exit_code == 1 and "broken.wav" in res.output
+    runner = CliRunner()
+    args = ["predict", str(wav), str(bad), str(wav), "--checkpoint", str(path), "--language", "en", "--device", "cpu"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 1, res.output
+    rows = json.loads(res.stdout)
+    assert [r["file"] for r in rows] == [str(wav), str(bad), str(wav)]
+    assert rows[0]["prediction"] in LABELS and rows[2]["probabilities"] == rows[0]["probabilities"]
+    assert "broken.wav" in rows[1]["error"] and "broken.wav" in res.stderr
+    res = runner.invoke(app, args, env={"COLUMNS": "400"})  # table output: the good files are there too
+    assert res.exit_code == 1 and res.stdout.count("clip.wav") == 2 and "unreadable" in res.stdout
+
+
+@pytest.mark.parametrize("problem", ["missing", "not_a_checkpoint"])
+def test_predict_cli_bad_checkpoint_is_one_line(student_dir, tmp_path, problem):
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32) + 0.1, 16000)
+    ckpt = tmp_path / "nope"
+    if problem == "not_a_checkpoint":
+        ckpt.mkdir()
+    res = CliRunner().invoke(app, ["predict", str(wav), "--checkpoint", str(ckpt)])
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output and len(res.stderr.strip().splitlines()) == 1
+    assert str(ckpt) in res.stderr
+
+
+def test_predict_cli_unknown_language_lists_the_models_languages(student_dir, tmp_path):
+    _, path = student_dir
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32) + 0.1, 16000)
+    res = CliRunner().invoke(app, ["predict", str(wav), "--checkpoint", str(path), "--language", "xx"])
+    assert res.exit_code == 2 and "en, fi" in res.stderr
 
 
 @pytest.mark.parametrize("student", [True, False])
