@@ -29,6 +29,20 @@ def test_classification_metrics_hand_computed():
     assert m["confusion_normalized"][3] == [0, 0, 0, 0]
     # F1: anger P=2/3 R=2/3 -> 2/3; happiness P=1/2 R=1 -> 2/3; neutral 0
     assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    # precision: anger 2 of 3 predicted, happiness 1 of 2, neutral never predicted (undefined), sadness 0 of 1
+    assert m["per_class_precision"] == {
+        "anger": pytest.approx(2 / 3),
+        "happiness": 0.5,
+        "neutral": None,
+        "sadness": 0.0,
+    }
+    assert m["per_class_f1"] == {
+        "anger": pytest.approx(2 / 3),
+        "happiness": pytest.approx(2 / 3),
+        "neutral": 0.0,
+        "sadness": None,
+    }
+    assert m["predicted"] == {"anger": 3, "happiness": 2, "neutral": 0, "sadness": 1}
     json.dumps(m)  # plain python types
 
 
@@ -117,6 +131,12 @@ def test_report_files(tmp_path):
     assert data["metrics"]["overall"]["ua_ci"]["low"] <= data["metrics"]["overall"]["ua"]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| en |" in md and "| overall |" in md and "confusion/overall_normalized.png" in md
+    # per-class precision and F1 beside recall
+    assert "| class | n | recall % | precision % | F1 % |" in md
+    assert "Precision per class (%)" in md and "F1 per class (%)" in md
+    overall = data["metrics"]["overall"]
+    anger = f"{100 * overall['per_class_recall']['anger']:.1f} | {100 * overall['per_class_precision']['anger']:.1f}"
+    assert f"| anger | {overall['support']['anger']} | {anger} |" in md
     for name in ("overall", "en", "fi"):
         for kind in ("counts", "normalized"):
             png = tmp_path / "rep" / "confusion" / f"{name}_{kind}.png"

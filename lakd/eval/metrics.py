@@ -7,6 +7,8 @@ Conventions (the ones SER papers use):
   reference sample has no defined recall; it is reported as ``None`` in ``per_class_recall`` and left out of
   UA (counting it as 0 would punish a language/split that lacks that emotion).
 - **macro_f1** = mean F1 over the classes present in y_true (F1 of a class never predicted is 0).
+- Per class: recall (``None`` without reference samples), precision (``None`` when never predicted: undefined),
+  F1 (``None`` without reference samples; precision counts as 0 for a class never predicted, as in macro_f1).
 - Confusion matrices are ``[true, pred]`` (rows = reference); the row-normalized matrix divides each row by
   its support (rows without support stay 0).
 
@@ -73,10 +75,11 @@ _NAMED_METRICS: dict[str, MetricFn] = {"ua": unweighted_accuracy, "wa": weighted
 
 
 def classification_metrics(y_true: Sequence, y_pred: Sequence, labels: Sequence[str]) -> dict:
-    """WA, UA, macro-F1, per-class recall/support and confusion matrices (counts and row-normalized).
+    """WA, UA, macro-F1, per-class recall/precision/F1/support and confusion matrices (counts and row-normalized).
 
     Returns plain Python types (JSON-serialisable): ``n, wa, ua, macro_f1, per_class_recall {label: float|None},
-    support {label: int}, classes_present [label], labels, confusion [[int]], confusion_normalized [[float]]``.
+    per_class_precision {label: float|None}, per_class_f1 {label: float|None}, support {label: int},
+    predicted {label: int}, classes_present [label], labels, confusion [[int]], confusion_normalized [[float]]``.
     """
     labels = list(labels)
     t = _as_indices(y_true, labels, "y_true")
@@ -89,15 +92,18 @@ def classification_metrics(y_true: Sequence, y_pred: Sequence, labels: Sequence[
     predicted = cm.sum(0)
     ua, wa = _ua_wa_from_confusion(cm)
     recall: dict[str, float | None] = {}
-    f1s = []
+    precision: dict[str, float | None] = {}
+    f1: dict[str, float | None] = {}
     for i, name in enumerate(labels):
+        precision[name] = float(cm[i, i] / predicted[i]) if predicted[i] else None
         if support[i] == 0:
-            recall[name] = None
+            recall[name] = f1[name] = None
             continue
         r = cm[i, i] / support[i]
         recall[name] = float(r)
-        prec = cm[i, i] / predicted[i] if predicted[i] else 0.0
-        f1s.append(0.0 if r + prec == 0 else 2 * r * prec / (r + prec))
+        prec = precision[name] or 0.0
+        f1[name] = 0.0 if r + prec == 0 else float(2 * r * prec / (r + prec))
+    f1s = [v for v in f1.values() if v is not None]
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.where(support[:, None] > 0, cm / np.maximum(support[:, None], 1), 0.0)
     return {
@@ -106,7 +112,10 @@ def classification_metrics(y_true: Sequence, y_pred: Sequence, labels: Sequence[
         "ua": ua,
         "macro_f1": float(np.mean(f1s)) if f1s else float("nan"),
         "per_class_recall": recall,
+        "per_class_precision": precision,
+        "per_class_f1": f1,
         "support": {name: int(support[i]) for i, name in enumerate(labels)},
+        "predicted": {name: int(predicted[i]) for i, name in enumerate(labels)},
         "classes_present": [name for i, name in enumerate(labels) if support[i] > 0],
         "labels": labels,
         "confusion": cm.astype(int).tolist(),

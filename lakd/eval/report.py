@@ -175,13 +175,32 @@ def summary_rows(report: Mapping) -> list[dict]:
     ]
 
 
-def per_class_rows(report: Mapping) -> list[dict]:
-    """Per-class recall (percent) per language and overall."""
+def per_class_rows(report: Mapping, metric: str = "recall") -> list[dict]:
+    """One per-class metric (recall | precision | f1, percent) per language and overall: classes as columns."""
     m = report["metrics"]
     entries = list(m["groups"].items()) + [("overall", m["overall"])]
     return [
-        {"language": name, **{label: _pct(e["per_class_recall"][label]) for label in report["labels"]}}
+        {
+            "language": name,
+            **{label: _pct((e.get(f"per_class_{metric}") or {}).get(label)) for label in report["labels"]},
+        }
         for name, e in entries
+    ]
+
+
+def class_rows(report: Mapping, group: str = "overall") -> list[dict]:
+    """Recall, precision and F1 (percent) side by side for each class of one group (a language or "overall")."""
+    m = report["metrics"]
+    e = m["overall"] if group == "overall" else m["groups"][group]
+    return [
+        {
+            "class": label,
+            "n": e["support"][label],
+            "recall %": _pct(e["per_class_recall"][label]),
+            "precision %": _pct((e.get("per_class_precision") or {}).get(label)),
+            "F1 %": _pct((e.get("per_class_f1") or {}).get(label)),
+        }
+        for label in report["labels"]
     ]
 
 
@@ -208,7 +227,13 @@ def to_markdown(report: Mapping, confusion_files: Mapping[str, Mapping[str, str]
         "",
         format_table(summary_rows(report), title="UA / WA"),
         "",
-        format_table(per_class_rows(report), title="Recall per class (%)"),
+        format_table(class_rows(report), title="Per class, all languages: recall, precision, F1"),
+        "",
+        format_table(per_class_rows(report, "recall"), title="Recall per class (%)"),
+        "",
+        format_table(per_class_rows(report, "precision"), title="Precision per class (%)"),
+        "",
+        format_table(per_class_rows(report, "f1"), title="F1 per class (%)"),
     ]
     if confusion_files:
         parts += ["", "## Confusion matrices (rows = reference, columns = prediction)", ""]
