@@ -18,6 +18,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from lakd import DEFAULT_LABELS
+from lakd.io import atomic_write_bytes
 
 
 @dataclass
@@ -283,8 +284,6 @@ def validate(cfg: Config) -> None:
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    from lakd.data.shards import atomic_write_bytes
-
     atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
 
 

@@ -18,9 +18,9 @@ from lakd.data.shards import (
     expand_urls,
     iter_tar_samples,
     read_index,
-    sha256_file,
     write_index,
 )
+from lakd.io import sha256_file
 
 
 def _meta(lang="en", emotion="anger", speaker="en_spk01"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lakd.data.shards import iter_tar_samples, read_index, sha256_file
+from lakd.data.shards import iter_tar_samples, read_index
 from lakd.data.splits import check_shard_dirs
 from lakd.data.synth import (
     EspeakNotFoundError,
@@ -24,6 +24,7 @@ from lakd.data.synth import (
     resample,
     synthesize_corpus,
 )
+from lakd.io import sha256_file
 
 HAVE_ESPEAK = bool(shutil.which("espeak-ng") or ctypes.util.find_library("espeak-ng"))
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install espeak-ng)")

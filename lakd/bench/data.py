@@ -17,7 +17,8 @@ import numpy as np
 
 from lakd import DEFAULT_LABELS, SAMPLE_RATE
 from lakd.config import DataConfig
-from lakd.data.shards import ShardWriter, atomic_write_json, expand_urls, read_index, write_index
+from lakd.data.shards import ShardWriter, expand_urls, read_index, write_index
+from lakd.io import atomic_write_json
 
 
 def make_tone_corpus(

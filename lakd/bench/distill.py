@@ -189,7 +189,7 @@ def bench_distill(
         )
     console.print(table)
     if out_json:
-        from lakd.data.shards import atomic_write_json
+        from lakd.io import atomic_write_json
 
         atomic_write_json(out_json, results)
         console.print(f"written to {out_json}")

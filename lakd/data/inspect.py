@@ -12,7 +12,8 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from lakd.data.shards import AUDIO_EXTS, INDEX_NAME, audio_duration, expand_urls, iter_tar_samples, sha256_file
+from lakd.data.shards import AUDIO_EXTS, INDEX_NAME, audio_duration, expand_urls, iter_tar_samples
+from lakd.io import sha256_file
 
 # checksum status of one shard
 OK, MISMATCH, MISSING_INDEX, NOT_IN_INDEX, NOT_VERIFIED = (

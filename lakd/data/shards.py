@@ -1,25 +1,25 @@
 """The shard format: WebDataset tar shards of `<key>.flac` + `<key>.json`, plus an `index.json` per directory.
 
-This module owns writing shards (atomically, deterministically), resolving user data specs
+This module owns writing shards (atomically, deterministically, on `lakd.io.TarShardWriter`), resolving user data specs
 (directory, brace pattern, or a list of them) into shard paths, and the per-directory index.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import io
 import json
 import os
 import re
 import tarfile
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from lakd.io import TarShardWriter, atomic_write_json, sha256_file
 
 REQUIRED_FIELDS = ("emotion", "language", "speaker", "corpus", "split")
 AUDIO_EXTS = ("flac", "wav")
@@ -39,83 +39,23 @@ def check_key(key: str) -> str:
     return key
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call `write(fileobj)` on a temp file beside `path`, fsync, then rename: readers never see a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
-
-
 def encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, format="FLAC", subtype="PCM_16")
     return buf.getvalue()
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0  # byte-for-byte reproducible shards
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-class ShardWriter:
+class ShardWriter(TarShardWriter):
     """Writes samples into `{out_dir}/{prefix}-{NNNNNN}.tar`, `max_count` samples per shard.
 
-    Each shard is written to a temporary file and renamed into place when complete, so a killed
-    job never leaves a truncated shard behind. Use as a context manager; `close()` writes index.json.
+    Each shard is written to a temporary file and renamed into place when complete (`lakd.io.TarShardWriter`),
+    so a killed job never leaves a truncated shard behind. Use as a context manager; `close()` writes index.json.
     """
 
     def __init__(self, out_dir: str | os.PathLike, prefix: str, max_count: int = 200, write_index: bool = True):
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.prefix = prefix
-        self.max_count = max_count
+        super().__init__(out_dir, prefix, max_count)
         self.write_index_on_close = write_index
-        self.shard_id = 0
-        self.count_in_shard = 0
-        self.total = 0
-        self.paths: list[Path] = []
-        self._tar: tarfile.TarFile | None = None
-        self._tmp: str | None = None
         self._keys: set[str] = set()
-
-    def _open(self) -> None:
-        fd, self._tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{self.prefix}.", suffix=".tar.tmp")
-        os.close(fd)
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
-
-    def _finish(self) -> None:
-        if self._tar is None:
-            return
-        self._tar.close()
-        final = self.out_dir / f"{self.prefix}-{self.shard_id:06d}.tar"
-        os.replace(self._tmp, final)
-        self.paths.append(final)
-        self._tar, self._tmp = None, None
-        self.shard_id += 1
-        self.count_in_shard = 0
 
     def write(
         self,
@@ -129,7 +69,7 @@ class ShardWriter:
         """Add one sample: `audio` (float array) is encoded as 16-bit FLAC, or pass encoded `audio_bytes`."""
         check_key(key)
         if key in self._keys:
-            raise ShardFormatError(f"duplicate sample key {key!r} in {self.out_dir}")
+            raise ShardFormatError(f"duplicate sample key {key!r} in {self.directory}")
         missing = [f for f in REQUIRED_FIELDS if f not in meta]
         if missing:
             raise ShardFormatError(f"sample {key!r}: metadata lacks required fields {missing}")
@@ -139,35 +79,14 @@ class ShardWriter:
             audio = np.asarray(audio, dtype=np.float32)
             audio_bytes = encode_flac(audio, sample_rate)
             meta = {"sample_rate": sample_rate, "duration": round(len(audio) / sample_rate, 3), **meta}
-        if self._tar is None:
-            self._open()
-        _add_member(self._tar, f"{key}.{audio_ext}", audio_bytes)
-        _add_member(self._tar, f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
+        json_bytes = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()
+        self.add_sample([(f"{key}.{audio_ext}", audio_bytes), (f"{key}.json", json_bytes)])
         self._keys.add(key)
-        self.count_in_shard += 1
-        self.total += 1
-        if self.count_in_shard >= self.max_count:
-            self._finish()
 
     def close(self) -> None:
-        self._finish()
+        self.finish_shard()
         if self.write_index_on_close:
-            write_index(self.out_dir)
-
-    def abort(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-            os.unlink(self._tmp)
-            self._tar = None
-
-    def __enter__(self) -> ShardWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+            write_index(self.directory)
 
 
 # ----------------------------------------------------------------------------- resolving data specs
@@ -237,14 +156,6 @@ def iter_tar_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, b
             current[ext] = data
     if current_key is not None:
         yield current_key, current
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def audio_duration(data: bytes) -> float:

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lakd.data.shards import atomic_write_json, check_key, expand_urls, read_index, sha256_file
+from lakd.data.shards import check_key, expand_urls, read_index
+from lakd.io import TarShardWriter, atomic_write_json, sha256_file
 
 log = logging.getLogger("lakd.distill.cache")
 
@@ -115,47 +115,20 @@ def _encode_npz(logits: np.ndarray, pooled: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class _CacheShardWriter:
-    """`<dir>/cache-NNNNNN.tar` shards of `<key>.npz`, each written to a temp file and renamed when full."""
+class _CacheShardWriter(TarShardWriter):
+    """`<dir>/cache-NNNNNN.tar` shards of `<key>.npz`; records each finished shard's path, sha256 and size."""
 
     def __init__(self, directory: Path, max_count: int):
-        self.dir = directory
-        self.max_count = max_count
+        super().__init__(directory, SHARD_PREFIX, max_count)
         self.shards: list[dict] = []
-        self._tar: tarfile.TarFile | None = None
-        self._tmp: str | None = None
-        self._count = 0
 
     def add(self, key: str, data: bytes) -> None:
-        if self._tar is None:
-            fd, self._tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{SHARD_PREFIX}.", suffix=".tar.tmp")
-            os.close(fd)
-            self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
-        info = tarfile.TarInfo(f"{key}.npz")
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        self._tar.addfile(info, io.BytesIO(data))
-        self._count += 1
-        if self._count >= self.max_count:
-            self.finish()
+        self.add_sample([(f"{key}.npz", data)])
 
-    def finish(self) -> None:
-        if self._tar is None:
-            return
-        self._tar.close()
-        with open(self._tmp, "rb") as f:
-            os.fsync(f.fileno())
-        final = self.dir / f"{SHARD_PREFIX}-{len(self.shards):06d}.tar"
-        os.replace(self._tmp, final)
+    def shard_finished(self, path: Path, num_samples: int) -> None:
         self.shards.append(
-            {"path": f"{self.dir.name}/{final.name}", "sha256": sha256_file(final), "num_samples": self._count}
+            {"path": f"{self.directory.name}/{path.name}", "sha256": sha256_file(path), "num_samples": num_samples}
         )
-        self._tar, self._tmp, self._count = None, None, 0
-
-    def abort(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-            os.unlink(self._tmp)
-            self._tar = None
 
 
 def _clear_teacher_dir(directory: Path) -> None:
@@ -291,7 +264,7 @@ def write_teacher_cache(
         start = time.time()
         try:
             n = _run_teacher(model, loader, writer, name, progress, total, device)
-            writer.finish()
+            writer.close()
         except BaseException:
             writer.abort()
             raise

@@ -21,17 +21,12 @@ from typing import Any
 import numpy as np
 
 from lakd.eval.metrics import MIN_CLUSTERS, grouped_metrics
+from lakd.io import atomic_write_bytes
 
 REPORT_JSON = "metrics.json"
 REPORT_MD = "report.md"
 PREDICTIONS_CSV = "predictions.csv"
 CONFUSION_DIR = "confusion"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    from lakd.data.shards import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
 
 
 def _speakers_usable(speakers: Sequence | None, n: int) -> bool:
@@ -281,7 +276,7 @@ def plot_confusion(
     finally:
         plt.close(fig)
     path = Path(path)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -325,11 +320,9 @@ def write_report(report: Mapping, out_dir: str | Path, *, figures: bool = True) 
             confusion_files[name] = files
     body = {k: v for k, v in report.items() if k != "predictions"}
     body["files"] = {"predictions": PREDICTIONS_CSV, "markdown": REPORT_MD, "confusion": confusion_files}
-    _atomic_write_bytes(
-        out / REPORT_JSON, (json.dumps(_json_clean(body), indent=1, ensure_ascii=False) + "\n").encode()
-    )
+    atomic_write_bytes(out / REPORT_JSON, (json.dumps(_json_clean(body), indent=1, ensure_ascii=False) + "\n").encode())
     written["json"] = str(out / REPORT_JSON)
-    _atomic_write_bytes(out / REPORT_MD, to_markdown(report, confusion_files).encode())
+    atomic_write_bytes(out / REPORT_MD, to_markdown(report, confusion_files).encode())
     written["markdown"] = str(out / REPORT_MD)
     pred = report.get("predictions")
     if pred:
@@ -347,7 +340,7 @@ def write_report(report: Mapping, out_dir: str | Path, *, figures: bool = True) 
             if has_probs:
                 row += [f"{x:.5f}" for x in pred["probs"][i]]
             w.writerow(row)
-        _atomic_write_bytes(out / PREDICTIONS_CSV, buf.getvalue().encode())
+        atomic_write_bytes(out / PREDICTIONS_CSV, buf.getvalue().encode())
         written["predictions"] = str(out / PREDICTIONS_CSV)
     return written
 

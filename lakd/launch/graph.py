@@ -55,7 +55,7 @@ from lakd.config import (
     dataclass_from_dict,
     save_config,
 )
-from lakd.data.shards import atomic_write_json
+from lakd.io import atomic_write_json
 
 log = logging.getLogger("lakd.launch")
 

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lakd.config import ModelConfig
+from lakd.io import create_temp_dir, fsync_files, replace_dir
 from lakd.models.backbone import build_backbone, frame_mask, num_frames, quiet_progress, uses_attention_mask
 from lakd.models.pooling import HierarchicalAttentionPool, masked_mean
 
@@ -237,7 +237,7 @@ class SERModel(nn.Module):
         `lakd_head.safetensors` and `lakd.json`, atomically: built in a temp dir, then renamed into place."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+        tmp = create_temp_dir(directory)
         try:
             # the real labels in config.json: transformers (and the hub) read them from there, not from lakd.json
             self.backbone.config.id2label = dict(enumerate(self.labels))
@@ -249,10 +249,8 @@ class SERModel(nn.Module):
             (tmp / META_NAME).write_text(
                 json.dumps(self.metadata(extra_meta), indent=1, sort_keys=True, default=str) + "\n"
             )
-            for f in tmp.iterdir():  # durable before the rename makes them visible
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-            _replace_dir(tmp, directory)
+            fsync_files(tmp)  # durable before the rename makes them visible
+            replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -300,19 +298,3 @@ def read_metadata(directory: str | os.PathLike) -> dict:
     if meta["format"] != FORMAT:
         raise CheckpointError(f"{path}: format {meta['format']!r}, this lakd reads {FORMAT!r}")
     return meta
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place, replacing an existing one (old copy kept until the swap is done)."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    backup = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".old"))
-    os.rmdir(backup)
-    os.replace(dst, backup)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(backup, dst)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)

@@ -144,7 +144,7 @@ def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: 
         extra_meta=meta,
         on_eval=on_eval,
     )
-    from lakd.data.shards import atomic_write_json
+    from lakd.io import atomic_write_json
 
     atomic_write_json(out / "done.json", {"checkpoint": str(best), "teachers": names})
     return str(best)

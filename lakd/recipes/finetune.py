@@ -165,7 +165,7 @@ def run_teacher(cfg: Config, language: str) -> str:
         return str(out / "best")
     teacher_cfg = cfg.teacher
     best = train_classifier(cfg, teacher_cfg, cfg.teacher_optim, languages, out, kind)
-    from lakd.data.shards import atomic_write_json
+    from lakd.io import atomic_write_json
 
     atomic_write_json(out / "done.json", {"checkpoint": str(best), "kind": kind})
     return str(best)

@@ -140,7 +140,7 @@ def run(cfg: Config, runs: list[str] | None = None, n_bootstrap: int = 1000) -> 
         "markdown": table,
     }
     out = common.run_path(cfg, "paper_table")
-    from lakd.data.shards import atomic_write_bytes, atomic_write_json
+    from lakd.io import atomic_write_bytes, atomic_write_json
 
     atomic_write_json(out.with_suffix(".json"), {k: v for k, v in result.items() if k != "markdown"})
     atomic_write_bytes(out.with_suffix(".md"), (table + "\n").encode())

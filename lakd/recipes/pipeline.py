@@ -28,7 +28,7 @@ def report(cfg: Config) -> dict:
         reports[name] = build_report(pred, list(cfg.labels), n_bootstrap=1000, seed=cfg.seed, title=name)
         write_report(reports[name], common.run_path(cfg, "eval", name, "test"))
     table = format_paper_table(reports, langs)
-    from lakd.data.shards import atomic_write_bytes
+    from lakd.io import atomic_write_bytes
 
     path = common.run_path(cfg, "results.md")
     atomic_write_bytes(path, (table + "\n").encode())

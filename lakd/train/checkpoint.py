@@ -6,9 +6,9 @@ A run directory holds
     last/                    the latest model + trainer_state.pt (+ deepspeed/ under DeepSpeed): resume point
     metrics.jsonl, summary.json
 
-Directories are written to a hidden staging directory and swapped in with two renames
-(`last` -> `.last.old`, staging -> `last`); a crash between the renames leaves `.last.old`, which
-`resolve_dir` returns, so a reader always finds one complete checkpoint.
+Directories are written to a hidden staging directory and swapped in with two renames by
+`lakd.io.replace_dir` (`last` -> `.last.old`, staging -> `last`); a crash between the renames leaves
+`.last.old`, which `resolve_dir` returns, so a reader always finds one complete checkpoint.
 """
 
 from __future__ import annotations
@@ -22,19 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from lakd.io import atomic_write, resolve_dir
+from lakd.io import replace_dir as replace_dir  # the trainer swaps checkpoints in with ckpt.replace_dir
+
 TRAINER_STATE = "trainer_state.pt"
 STATE_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same directory, fsync, then os.replace."""
-    from lakd.data.shards import atomic_write
-
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def _old(final: Path) -> Path:
-    return final.with_name(f".{final.name}.old")
 
 
 def staging_dir(final: str | os.PathLike) -> Path:
@@ -47,30 +44,6 @@ def staging_dir(final: str | os.PathLike) -> Path:
         shutil.rmtree(stage)
     stage.parent.mkdir(parents=True, exist_ok=True)
     return stage
-
-
-def replace_dir(stage: str | os.PathLike, final: str | os.PathLike) -> Path:
-    """Swap a completed staging directory into place (see module docstring)."""
-    stage, final = Path(stage), Path(final)
-    old = _old(final)
-    if not final.exists() and old.exists():  # an earlier swap died between its renames: recover first
-        os.replace(old, final)
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(stage, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def resolve_dir(final: str | os.PathLike) -> Path | None:
-    """`final` if it exists, else the leftover of an interrupted swap, else None."""
-    final = Path(final)
-    if final.exists():
-        return final
-    old = _old(final)
-    return old if old.exists() else None
 
 
 def save_model_dir(model: torch.nn.Module, directory: str | os.PathLike, meta: dict) -> None:

@@ -761,7 +761,7 @@ class Trainer:
             "last_dir": str(self.out_dir / LAST_DIR),
         }
         if write and self.dist.is_main:
-            from lakd.data.shards import atomic_write_json
+            from lakd.io import atomic_write_json
 
             atomic_write_json(self.out_dir / SUMMARY_FILE, json.loads(json.dumps(summary, default=str)))
             self.logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})

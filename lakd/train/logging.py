@@ -102,7 +102,7 @@ class RunLogger:
             run_id = id_file.read_text().strip()
         else:
             run_id = uuid.uuid4().hex[:12]
-            from lakd.data.shards import atomic_write_bytes
+            from lakd.io import atomic_write_bytes
 
             atomic_write_bytes(id_file, run_id.encode())
         run = wandb.init(
