@@ -256,31 +256,34 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def validate(cfg: Config) -> None:
+    """Check values the dataclass types cannot. Enumerated fields take their allowed values from lakd.choices,
+    the one list that the implementing modules (losses, backbone, train, launch) import as well."""
+    from lakd import choices as C
+
     if len(set(cfg.labels)) != len(cfg.labels) or not cfg.labels:
         raise ConfigError(f"labels must be a non-empty list of distinct names, got {cfg.labels}")
     if len(set(cfg.languages)) != len(cfg.languages) or not cfg.languages:
         raise ConfigError(f"languages must be a non-empty list of distinct ISO codes, got {cfg.languages}")
-    from lakd.distill.losses import KL_REDUCTIONS, RENAMED_MODES, WEIGHTING_MODES
-
-    if cfg.distill.weighting in RENAMED_MODES:
-        raise ConfigError(f"distill.weighting {cfg.distill.weighting!r} was renamed: use {RENAMED_MODES['cosine']}")
-    if cfg.distill.weighting not in WEIGHTING_MODES:
-        raise ConfigError(
-            f"distill.weighting must be one of {', '.join(WEIGHTING_MODES)}, got {cfg.distill.weighting!r}"
-        )
-    if cfg.distill.kl_reduction not in KL_REDUCTIONS:
-        raise ConfigError(
-            f"distill.kl_reduction must be one of {', '.join(KL_REDUCTIONS)}, got {cfg.distill.kl_reduction!r}"
-        )
-    if cfg.distill.online_teacher_mode not in ("eval", "train"):
-        raise ConfigError(f"distill.online_teacher_mode must be eval or train, got {cfg.distill.online_teacher_mode!r}")
+    if cfg.distill.weighting in C.RENAMED_WEIGHTING_MODES:
+        hint = C.RENAMED_WEIGHTING_MODES[cfg.distill.weighting]
+        raise ConfigError(f"distill.weighting {cfg.distill.weighting!r} was renamed: use {hint}")
+    _check_choice("distill.weighting", cfg.distill.weighting, C.WEIGHTING_MODES)
+    _check_choice("distill.kl_reduction", cfg.distill.kl_reduction, C.KL_REDUCTIONS)
+    _check_choice("distill.online_teacher_mode", cfg.distill.online_teacher_mode, C.ONLINE_TEACHER_MODES)
     if not 0.0 <= cfg.distill.kd_weight <= 1.0:
         raise ConfigError(f"distill.kd_weight must be in [0, 1], got {cfg.distill.kd_weight}")
-    if cfg.launch.executor not in ("slurm", "local", "debug"):
-        raise ConfigError(f"launch.executor must be slurm, local or debug, got {cfg.launch.executor!r}")
-    for m in (cfg.teacher, cfg.student):
-        if m.family not in ("wav2vec2", "hubert", "wavlm"):
-            raise ConfigError(f"model family must be wav2vec2, hubert or wavlm, got {m.family!r}")
+    _check_choice("launch.executor", cfg.launch.executor, C.EXECUTORS)
+    for section in ("teacher", "student"):
+        _check_choice(f"{section}.family", getattr(cfg, section).family, C.MODEL_FAMILIES)
+    for section in ("teacher_optim", "student_optim"):
+        optim = getattr(cfg, section)
+        _check_choice(f"{section}.precision", optim.precision, ("auto", *C.PRECISIONS))
+        _check_choice(f"{section}.schedule", optim.schedule, C.LR_SCHEDULES)
+
+
+def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

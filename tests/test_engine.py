@@ -164,7 +164,7 @@ def test_lr_schedule_warmup_then_cosine_and_linear():
     assert f(2) == pytest.approx(1.0) and f(6) == pytest.approx(0.5) and f(10) == pytest.approx(0.0)
     g = lr_lambda(total_steps=10, warmup_steps=0, schedule="linear")
     assert g(0) == 1.0 and g(5) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="cosine, linear or constant"):
+    with pytest.raises(ValueError, match="cosine, linear, constant"):
         lr_lambda(10, 1, "step")
 
 

@@ -58,12 +58,11 @@ def bench_distill(
     from lakd.distill.cache import TeacherCache, write_teacher_cache
     from lakd.distill.losses import distillation_loss, teacher_weights
     from lakd.models.ser import SERModel
+    from lakd.train.distributed import resolve_device
 
     console = console or Console()
     cfg = load_config(config)
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device)
     max_k = max(teacher_counts)
     languages = [f"l{i}" for i in range(max_k)]
     labels = list(cfg.labels)

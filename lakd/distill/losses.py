@@ -26,11 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTING_MODES = ("route", "cosine-batch", "cosine-sample", "mean")
-KL_REDUCTIONS = ("batchmean", "mean")
-# `cosine` was lakd's name for the per-sample variant before the published per-batch one was added; a config
-# that still says it is refused with this hint rather than silently picking one of the two.
-RENAMED_MODES = {"cosine": "cosine-sample (per sample, lakd's former 'cosine') or cosine-batch (the published MTKD)"}
+# the values implemented here; listed in lakd.choices so that config.validate can check them without torch
+from lakd.choices import KL_REDUCTIONS, WEIGHTING_MODES
+from lakd.choices import RENAMED_WEIGHTING_MODES as RENAMED_MODES
 
 
 def route_matrix(teacher_languages: Sequence[str | None], languages: Sequence[str]) -> torch.Tensor:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakd.choices import EXECUTORS
 from lakd.config import (
     Config,
     ConfigError,
@@ -69,7 +70,6 @@ DEFAULT_RECIPES = {
     "student": "lakd.recipes.distill:run",  # run(cfg, teacher_dirs, cache_dir | None) -> checkpoint dir
     "evaluate": "lakd.recipes.evaluate:run",  # run(cfg, checkpoint_dir) -> report dict
 }
-EXECUTORS = ("slurm", "local", "debug")
 STATES = ("pending", "running", "done", "failed")
 MAX_TIMEOUT_REQUEUES = 20  # submitit's own count of time-out requeues (preemptions are not counted)
 MAX_REQUEUES = 50  # requeues of one unit after the training loop stopped on a signal

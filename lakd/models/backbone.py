@@ -32,8 +32,10 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from lakd.choices import MODEL_FAMILIES
 from lakd.config import ModelConfig
 
+# the config classes of every family in lakd.choices.MODEL_FAMILIES (tests/test_config.py checks they agree)
 FAMILIES: dict[str, tuple[type, type]] = {
     "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
     "hubert": (HubertConfig, HubertModel),
@@ -101,8 +103,8 @@ def build_backbone(cfg: ModelConfig) -> PreTrainedModel:
     pretrained directory they override its config (e.g. `layerdrop: 0.0`, `mask_time_prob: 0.0`).
     Freezing (`freeze_feature_encoder`, `freeze_layers`) is applied here.
     """
-    if cfg.family not in FAMILIES:
-        raise BackboneError(f"model family must be one of {sorted(FAMILIES)}, got {cfg.family!r}")
+    if cfg.family not in MODEL_FAMILIES:
+        raise BackboneError(f"model family must be one of {', '.join(MODEL_FAMILIES)}, got {cfg.family!r}")
     config_cls, model_cls = FAMILIES[cfg.family]
     overrides = dict(cfg.backbone or {})
     if cfg.pretrained:

@@ -11,9 +11,9 @@ from lakd.recipes import common
 
 def run(cfg: Config, teacher_dirs: dict[str, str]) -> str:
     from lakd.distill.cache import write_teacher_cache
-    from lakd.train.distributed import init_distributed
+    from lakd.train.runtime import setup_runtime
 
-    dist = init_distributed()
+    dist = setup_runtime(cfg)
     out = common.run_path(cfg, "cache")
     if dist.is_main:
         write_teacher_cache(

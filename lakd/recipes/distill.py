@@ -15,6 +15,7 @@ import logging
 import torch
 import torch.nn as nn
 
+from lakd.choices import ONLINE_TEACHER_MODES
 from lakd.config import Config
 from lakd.recipes import common
 from lakd.recipes.finetune import class_weights_for, train_classifier
@@ -39,6 +40,8 @@ class OnlineTeachers(nn.Module):
         super().__init__()
         from lakd.models.ser import SERModel
 
+        if mode not in ONLINE_TEACHER_MODES:
+            raise ValueError(f"online teacher mode must be one of {', '.join(ONLINE_TEACHER_MODES)}, got {mode!r}")
         self.names = list(teacher_dirs)
         self.models = nn.ModuleList([SERModel.from_pretrained(teacher_dirs[n]) for n in self.names]).to(device)
         self.teacher_mode = mode

@@ -113,14 +113,14 @@ def evaluate_model(
 def evaluate_checkpoint(
     checkpoint, spec, out_dir=None, n_bootstrap=1000, device="auto", data_cfg=None, language_filter=None
 ) -> dict:
+    """Evaluate a checkpoint on `spec`; `device` is "auto", "cpu", "cuda" or a torch.device."""
     from lakd.models.ser import SERModel
+    from lakd.train.distributed import resolve_device
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "lakd.json").exists():
         raise FileNotFoundError(f"{checkpoint}: not a lakd checkpoint directory (no lakd.json)")
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device)
     model = SERModel.from_pretrained(checkpoint).to(dev)
     out_dir = Path(out_dir) if out_dir else checkpoint.parent / "eval"
     return evaluate_model(
@@ -140,14 +140,16 @@ def evaluate_checkpoint(
 def run(cfg: Config, checkpoint_dir, split: str = "test", name: str | None = None, language_filter=None) -> dict:
     """Evaluate a trained checkpoint of this run on a split; report under run_dir/eval/<name>/<split>."""
     from lakd.recipes.common import data_spec, run_path
+    from lakd.train.runtime import setup_runtime
 
+    dist = setup_runtime(cfg)
     name = name or Path(checkpoint_dir).parent.name
     out = run_path(cfg, "eval", name, split)
     report = evaluate_checkpoint(
         checkpoint_dir,
         data_spec(cfg, split),
         out_dir=out,
-        device=cfg.device,
+        device=dist.device,
         data_cfg=cfg.data,
         language_filter=language_filter,
     )

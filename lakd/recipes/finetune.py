@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -23,15 +22,15 @@ log = logging.getLogger("lakd.recipes.finetune")
 
 def class_weights_for(cfg: Config, spec, languages: list[str]) -> torch.Tensor:
     """Inverse-frequency class weights from the shards' index (mean 1), for imbalanced corpora."""
-    from lakd.data.shards import expand_urls, read_index
+    from lakd.data.index import directory_counts
+    from lakd.data.shards import expand_urls
 
     counts = torch.zeros(len(cfg.labels))
-    for d in {os.path.dirname(os.path.abspath(u)) for u in expand_urls(spec)}:
-        for lang, c in (read_index(d) or {}).get("counts", {}).items():
-            if lang in languages:
-                for label, n in c.items():
-                    if label in cfg.labels:
-                        counts[cfg.labels.index(label)] += n
+    for lang, c in directory_counts(expand_urls(spec)).items():
+        if lang in languages:
+            for label, n in c.items():
+                if label in cfg.labels:
+                    counts[cfg.labels.index(label)] += n
     counts = counts.clamp(min=1)
     w = counts.sum() / counts
     return w / w.mean()
@@ -57,14 +56,11 @@ def train_classifier(
     """
     from lakd.data.loader import build_loader
     from lakd.models.ser import SERModel
-    from lakd.train.distributed import init_distributed
     from lakd.train.engine import Trainer
     from lakd.train.logging import RunLogger
+    from lakd.train.runtime import setup_runtime
 
-    dist = init_distributed()
-    common.seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    dist = setup_runtime(cfg)
     device = dist.device
     out_dir = Path(out_dir)
     train_spec = common.shards_for_languages(common.data_spec(cfg, "train"), languages)

@@ -1,6 +1,7 @@
 """Recipe: make the run's data when the config asks for a synthetic corpus (`synth:` section).
 
-Idempotent: existing splits (with index.json) are kept.
+Idempotent: existing splits (with index.json) are kept. The only recipe without `setup_runtime`: it runs no
+torch model, and the corpus is seeded from `cfg.seed` explicitly.
 """
 
 from __future__ import annotations

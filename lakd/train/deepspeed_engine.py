@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from lakd.choices import PRECISIONS
+
 DS_SUBDIR = "deepspeed"
 DS_TAG = "state"
 
@@ -53,8 +55,8 @@ def build_deepspeed_config(
             f"zero_stage must be 0, 1 or 2 (ZeRO-3 shards parameters, which save_pretrained "
             f"on rank 0 cannot see), got {zero_stage}"
         )
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     micro = max(1, int(micro_batch_size))
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,

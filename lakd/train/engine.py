@@ -41,10 +41,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lakd.choices import LR_SCHEDULES, PRECISIONS
 from lakd.config import OptimConfig
 from lakd.train import checkpoint as ckpt
 from lakd.train import distributed as D
 from lakd.train.distributed import DistInfo
+from lakd.train.runtime import seed_everything
 
 LossFn = Callable[[Any, dict], "tuple[torch.Tensor, Mapping[str, Any]]"]
 SUMMARY_FILE = "summary.json"
@@ -75,8 +77,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return "bf16"
         return "fp32"
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"optim.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"optim.precision must be auto, {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("optim.precision=fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -93,8 +95,8 @@ def autocast_context(precision: str, device: torch.device):
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str = "cosine") -> Callable[[int], float]:
     """Linear warmup from ~0 to 1, then cosine (or linear) decay to 0 at `total_steps`."""
-    if schedule not in ("cosine", "linear", "constant"):
-        raise ValueError(f"lr schedule must be cosine, linear or constant, got {schedule!r}")
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
 
     def f(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
@@ -571,12 +573,7 @@ class Trainer:
     def _epoch_iterator(self, epoch: int, skip: int):
         """The epoch's batches from batch `skip` on; the global RNG is reseeded per (seed, epoch, rank) first so
         anything the loader draws from it (e.g. DataLoader worker seeds) is the same on a resumed run."""
-        s = self._epoch_seed(epoch)
-        torch.manual_seed(s)
-        np.random.seed(s % 2**32)
-        import random as _random
-
-        _random.seed(s)
+        seed_everything(self._epoch_seed(epoch))
         if self._factory_skips:
             it = iter(self.factory(epoch, skip=skip))
         else:
