@@ -13,7 +13,8 @@ from lakd.data.corpora import CORPORA, CorpusImportError, CorpusLayoutError, Cor
 from lakd.data.corpora.folds import speaker_blocks
 from lakd.data.corpora.labels import canonical_emotion
 from lakd.data.corpora.utterances import Scan, Utterance
-from lakd.data.shards import iter_tar_samples, read_index
+from lakd.data.index import read_index
+from lakd.data.shards import iter_tar_samples
 from lakd.data.splits import SplitLeakError, check_shard_dirs
 
 LABELS = ["anger", "happiness", "neutral", "sadness"]

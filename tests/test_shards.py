@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 
@@ -11,13 +12,16 @@ import pytest
 import soundfile as sf
 from rich.console import Console
 
+from lakd.data.index import ShardIndex, read_index, shard_entry
 from lakd.data.inspect import inspect_shards, print_inspection
 from lakd.data.shards import (
+    SampleError,
     ShardFormatError,
     ShardWriter,
+    encode_flac,
     expand_urls,
     iter_tar_samples,
-    read_index,
+    parse_sample,
     write_index,
 )
 from lakd.io import sha256_file
@@ -203,3 +207,64 @@ def test_inspect_detects_tampered_emosynth3_copy(emosynth3, tmp_path):
     console = Console(record=True, width=120)
     print_inspection(report, console)
     assert "FAILED" in console.export_text()
+
+
+def test_shard_index_reads_counts_checksums_and_languages_and_sees_rewrites(tmp_path):
+    with ShardWriter(tmp_path, "mix", max_count=2) as w:
+        for i, (lang, emo) in enumerate([("en", "anger"), ("en", "sadness"), ("fr", "anger")]):
+            w.write(f"k{i}", _meta(lang, emo, f"{lang}_spk1"), audio=_tone(0.1, 16_000))
+    index = ShardIndex.load(tmp_path)
+    assert ShardIndex.load(tmp_path) is index  # parsed once while the file is unchanged
+    assert index.counts == {"en": {"anger": 1, "sadness": 1}, "fr": {"anger": 1}}
+    assert index.languages == ["en", "fr"] and index.labels == ["anger", "sadness"] and index.num_samples == 3
+    assert index.speakers == ["en_spk1", "fr_spk1"]
+    first = index.entry(str(tmp_path / "mix-000000.tar"))
+    assert first.num_samples == 2 and first.languages == {"en": 2}
+    assert first.sha256 == sha256_file(tmp_path / "mix-000000.tar")
+    assert shard_entry(tmp_path / "mix-000001.tar").languages == {"fr": 1}
+    assert shard_entry(tmp_path / "other.tar") is None and ShardIndex.load(tmp_path / "nowhere") is None
+    # rewritten at once with other content of the same size: never served stale
+    data, size = read_index(tmp_path), (tmp_path / "index.json").stat().st_size
+    data["shards"][0]["sha256"] = "f" * 64
+    (tmp_path / "index.json").write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    assert (tmp_path / "index.json").stat().st_size == size
+    assert shard_entry(tmp_path / "mix-000000.tar").sha256 == "f" * 64
+    (tmp_path / "index.json").write_text("{broken")
+    with pytest.raises(ShardFormatError, match="invalid JSON"):
+        ShardIndex.load(tmp_path)
+
+
+def test_shard_index_flattens_per_language_speakers(tmp_path):
+    (tmp_path / "index.json").write_text(
+        json.dumps({"speakers": {"en": ["en_b", "en_a"], "fi": ["fi_a"]}, "shards": [{"path": "x.tar"}]})
+    )
+    index = ShardIndex.load(tmp_path)
+    assert index.speakers == ["en_a", "en_b", "fi_a"]
+    assert index.entry("x.tar").languages is None and index.entry("x.tar").num_samples is None
+
+
+@pytest.mark.parametrize(
+    ("members", "reason", "problem"),
+    [
+        ({"flac": b"x"}, "missing_json", "no .json member"),
+        ({"json": b"{oops", "flac": b"x"}, "invalid_json", "invalid JSON metadata"),
+        ({"json": b"[1]", "flac": b"x"}, "invalid_json", "expected an object, got list"),
+        ({"json": b'{"emotion": "anger"}', "flac": b"x"}, "missing_field", "lacks ['language']"),
+        ({"json": b'{"emotion": "anger", "language": "en"}', "txt": b"x"}, "missing_audio", "no .flac or .wav"),
+    ],
+)
+def test_parse_sample_names_each_problem(members, reason, problem):
+    with pytest.raises(SampleError, match=re.escape(problem)) as info:
+        parse_sample("k", members, required=("emotion", "language"))
+    assert info.value.reason == reason
+
+
+def test_parse_sample_reads_metadata_audio_and_duration():
+    flac = encode_flac(_tone(0.5, 16_000), 16_000)
+    s = parse_sample("k", {"json": b'{"emotion": "anger", "language": "en"}', "flac": flac, "__url__": "x"})
+    assert (s.audio_ext, s.audio, s.members) == ("flac", flac, ("flac", "json"))
+    assert s.duration() == pytest.approx(0.5, abs=1e-3)
+    late = parse_sample("k", {"json": b'{"duration": 2.5}'}, require_audio=False)
+    assert late.audio_ext is None and late.duration() == 2.5
+    with pytest.raises(SampleError, match="no .flac or .wav"):
+        late.require_audio()

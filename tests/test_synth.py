@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lakd.data.shards import iter_tar_samples, read_index
+from lakd.data.index import read_index
+from lakd.data.shards import iter_tar_samples
 from lakd.data.splits import check_shard_dirs
 from lakd.data.synth import (
     EspeakNotFoundError,

@@ -17,7 +17,8 @@ import numpy as np
 
 from lakd import DEFAULT_LABELS, SAMPLE_RATE
 from lakd.config import DataConfig
-from lakd.data.shards import ShardWriter, expand_urls, read_index, write_index
+from lakd.data.index import directory_counts
+from lakd.data.shards import ShardWriter, expand_urls, write_index
 from lakd.io import atomic_write_json
 
 
@@ -65,12 +66,9 @@ def make_tone_corpus(
 
 def _labels_and_languages(spec) -> tuple[list[str], list[str]]:
     """Emotions and languages named in the shards' index.json files (default labels if there is none)."""
-    labels, languages = set(), set()
-    for d in sorted({os.path.dirname(os.path.abspath(u)) for u in expand_urls(spec)}):
-        for lang, c in ((read_index(d) or {}).get("counts") or {}).items():
-            languages.add(lang)
-            labels.update(c)
-    return sorted(labels) or list(DEFAULT_LABELS), sorted(languages)
+    counts = directory_counts(expand_urls(spec))
+    labels = {label for c in counts.values() for label in c}
+    return sorted(labels) or list(DEFAULT_LABELS), sorted(counts)
 
 
 def bench_data(

@@ -7,12 +7,11 @@ shard's sha256 against its directory's index.json (lakd's format or EmoSynth's, 
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter, defaultdict
-from pathlib import Path
 
-from lakd.data.shards import AUDIO_EXTS, INDEX_NAME, audio_duration, expand_urls, iter_tar_samples
+from lakd.data.index import ShardIndex
+from lakd.data.shards import INDEX_NAME, SampleError, ShardFormatError, expand_urls, iter_tar_samples, parse_sample
 from lakd.io import sha256_file
 
 # checksum status of one shard
@@ -25,17 +24,15 @@ OK, MISMATCH, MISSING_INDEX, NOT_IN_INDEX, NOT_VERIFIED = (
 )
 
 
-def _load_index(directory: str) -> dict | None:
-    p = Path(directory) / INDEX_NAME
-    if not p.exists():
-        return None
+def _load_index(directory: str) -> ShardIndex | str | None:
+    """The directory's index, None when it has none, or the error message when it cannot be read."""
     try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return {"__error__": f"{p}: invalid JSON ({e})"}
+        return ShardIndex.load(directory)
+    except ShardFormatError as e:
+        return str(e)
 
 
-def _checksum(path: str, index: dict | None, verify: bool) -> tuple[str, str]:
+def _checksum(path: str, index: ShardIndex | str | None, verify: bool) -> tuple[str, str]:
     """(status, detail) of one shard against its directory's index."""
     if not verify:
         return NOT_VERIFIED, ""
@@ -44,14 +41,14 @@ def _checksum(path: str, index: dict | None, verify: bool) -> tuple[str, str]:
             MISSING_INDEX,
             f"no {INDEX_NAME} in {os.path.dirname(path) or '.'} (write one with `lakd shards index DIR`)",
         )
-    if "__error__" in index:
-        return MISMATCH, index["__error__"]
-    entry = next((s for s in index.get("shards", []) if s.get("path") == os.path.basename(path)), None)
-    if entry is None or "sha256" not in entry:
+    if isinstance(index, str):
+        return MISMATCH, index
+    entry = index.entry(path)
+    if entry is None or entry.sha256 is None:
         return NOT_IN_INDEX, f"{path} has no sha256 entry in {INDEX_NAME}"
     actual = sha256_file(path)
-    if actual != entry["sha256"]:
-        return MISMATCH, f"{path}: sha256 {actual[:12]}... != index {str(entry['sha256'])[:12]}..."
+    if actual != entry.sha256:
+        return MISMATCH, f"{path}: sha256 {actual[:12]}... != index {str(entry.sha256)[:12]}..."
     return OK, ""
 
 
@@ -66,7 +63,7 @@ def inspect_shards(spec, verify: bool = True) -> dict:
     counts: dict[str, Counter] = defaultdict(Counter)
     durations: dict[str, defaultdict] = defaultdict(lambda: defaultdict(float))
     speakers: dict[str, set] = defaultdict(set)
-    indexes: dict[str, dict | None] = {}
+    indexes: dict[str, ShardIndex | str | None] = {}
     shards, problems, failures = [], [], []
     for url in urls:
         d = os.path.dirname(os.path.abspath(url))
@@ -76,26 +73,17 @@ def inspect_shards(spec, verify: bool = True) -> dict:
         try:
             for key, members in iter_tar_samples(url):
                 where = f"{url}:{key}"
-                if "json" not in members:
-                    problems.append(f"{where}: no .json member")
+                try:
+                    sample = parse_sample(key, members)
+                except SampleError as e:
+                    problems.append(f"{where}: {e}")
                     continue
                 try:
-                    meta = json.loads(members["json"])
-                    if not isinstance(meta, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as e:
-                    problems.append(f"{where}: invalid JSON metadata ({e})")
-                    continue
-                ext = next((e for e in AUDIO_EXTS if e in members), None)
-                if ext is None:
-                    problems.append(f"{where}: no .flac or .wav member")
-                    continue
-                seconds = meta.get("duration")
-                try:
-                    seconds = float(seconds) if seconds is not None else audio_duration(members[ext])
+                    seconds = sample.duration()
                 except Exception as e:
                     problems.append(f"{where}: audio unreadable ({e})")
                     continue
+                meta = sample.meta
                 lang, emo = str(meta.get("language", "?")), str(meta.get("emotion", "?"))
                 counts[lang][emo] += 1
                 durations[lang][emo] += seconds

@@ -10,7 +10,6 @@ shard and key (or raises `BadSampleError` with `DataConfig.strict`).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -25,7 +24,8 @@ import webdataset as wds
 from lakd import SAMPLE_RATE
 from lakd.config import DataConfig
 from lakd.data.audio import AudioDecodeError, audio_problem, decode_audio, to_mono_16k
-from lakd.data.shards import AUDIO_EXTS, expand_urls, iter_tar_samples, read_index
+from lakd.data.index import shard_entry
+from lakd.data.shards import SampleError, expand_urls, iter_tar_samples, parse_sample
 
 log = logging.getLogger("lakd.data")
 
@@ -151,11 +151,12 @@ def _scan_languages(url: str) -> dict:
     if ck not in _SCAN_CACHE:
         counts: Counter = Counter()
         try:
-            for _, members in iter_tar_samples(url):
+            for key, members in iter_tar_samples(url):
                 try:
-                    counts[str(json.loads(members["json"])["language"])] += 1
-                except Exception:
-                    pass  # counted as a skip when the loader reads it
+                    sample = parse_sample(key, members, required=("language",), require_audio=False)
+                except SampleError:
+                    continue  # counted as a skip when the loader reads it
+                counts[str(sample.meta["language"])] += 1
         except Exception as e:
             log.warning(
                 "%s: shard is unreadable past %d samples while scanning languages (%s)", url, sum(counts.values()), e
@@ -171,18 +172,11 @@ def shard_infos(urls: Sequence[str], scan_missing: bool = False) -> list[ShardIn
 
     Shards missing from an index get `languages=None`, or scanned counts with `scan_missing`.
     """
-    by_dir: dict[str, dict] = {}
     out, unscanned = [], []
     for u in urls:
-        d = os.path.dirname(os.path.abspath(u))
-        if d not in by_dir:
-            by_dir[d] = {s["path"]: s for s in (read_index(d) or {}).get("shards", []) if "path" in s}
-        entry = by_dir[d].get(os.path.basename(u))
-        if entry is not None and isinstance(entry.get("counts"), dict):
-            langs = {
-                lang: int(sum(c.values())) if isinstance(c, dict) else int(c) for lang, c in entry["counts"].items()
-            }
-            out.append(ShardInfo(u, langs, entry.get("num_samples")))
+        entry = shard_entry(u)
+        if entry is not None and entry.languages is not None:
+            out.append(ShardInfo(u, entry.languages, entry.num_samples))
         elif scan_missing:
             unscanned.append(u)
             out.append(ShardInfo(u, _scan_languages(u), None))
@@ -296,17 +290,11 @@ def _parse(raw: dict, spec: _Spec, label_ids: dict, language_ids: dict) -> _Samp
     """Metadata checks before any audio is decoded; None for samples of languages filtered out."""
     key = os.path.basename(raw.get("__key__", "?"))
     shard = raw.get("__url__", "?")
-    if "json" not in raw:
-        return _Rejected("missing_json", shard, key)
     try:
-        meta = json.loads(raw["json"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return _Rejected("invalid_json", shard, key, str(e))
-    if not isinstance(meta, dict):
-        return _Rejected("invalid_json", shard, key, f"expected an object, got {type(meta).__name__}")
-    missing = [f for f in ("emotion", "language") if f not in meta]
-    if missing:
-        return _Rejected("missing_field", shard, key, f"lacks {missing}")
+        sample = parse_sample(key, raw, required=("emotion", "language"), require_audio=False)
+    except SampleError as e:
+        return _Rejected(e.reason, shard, key, e.detail)
+    meta = sample.meta
     language = str(meta["language"])
     if spec.language_filter is not None and language not in spec.language_filter:
         return None  # another run's language: not bad data, just not this run's
@@ -315,10 +303,10 @@ def _parse(raw: dict, spec: _Spec, label_ids: dict, language_ids: dict) -> _Samp
     label = label_ids.get(str(meta["emotion"]))
     if label is None:
         return _Rejected("unknown_label", shard, key, f"{meta['emotion']!r} not in {list(spec.labels)}", language)
-    ext = next((e for e in AUDIO_EXTS if e in raw), None)
-    if ext is None:
-        members = sorted(k for k in raw if not k.startswith("__"))
-        return _Rejected("missing_audio", shard, key, f"members: {members}", language)
+    try:
+        sample.require_audio()
+    except SampleError as e:
+        return _Rejected(e.reason, shard, key, e.detail, language)
     return _Sample(
         key=key,
         shard=shard,
@@ -326,8 +314,8 @@ def _parse(raw: dict, spec: _Spec, label_ids: dict, language_ids: dict) -> _Samp
         language_id=language_ids.get(language, -1),
         label=label,
         speaker=str(meta.get("speaker", "")),
-        audio=raw[ext],
-        ext=ext,
+        audio=sample.audio,
+        ext=sample.audio_ext,
     )
 
 

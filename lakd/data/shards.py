@@ -1,7 +1,8 @@
 """The shard format: WebDataset tar shards of `<key>.flac` + `<key>.json`, plus an `index.json` per directory.
 
-This module owns writing shards (atomically, deterministically, on `lakd.io.TarShardWriter`), resolving user data specs
-(directory, brace pattern, or a list of them) into shard paths, and the per-directory index.
+This module owns writing shards (atomically, deterministically, on `lakd.io.TarShardWriter`), resolving
+user data specs (directory, brace pattern, or a list of them) into shard paths, checking one sample's members
+(`parse_sample`) and writing the per-directory index (reading it: `lakd.data.index.ShardIndex`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import re
 import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -163,22 +165,80 @@ def audio_duration(data: bytes) -> float:
     return info.frames / info.samplerate
 
 
+# ----------------------------------------------------------------------------- one sample's metadata
+
+
+class SampleError(ShardFormatError):
+    """One sample breaks the format. `reason` is the loader's skip reason (missing_json, invalid_json,
+    missing_field, missing_audio), `detail` the loader's detail; the message says what is wrong."""
+
+    def __init__(self, reason: str, problem: str, detail: str = ""):
+        super().__init__(problem)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A sample's parsed metadata and its audio member (still encoded)."""
+
+    key: str
+    meta: dict
+    audio_ext: str | None  # "flac" or "wav"; None when the sample has no audio member
+    audio: bytes | None
+    members: tuple[str, ...]  # names of the sample's members (extensions)
+
+    def require_audio(self) -> Sample:
+        if self.audio_ext is None:
+            raise SampleError("missing_audio", "no .flac or .wav member", f"members: {list(self.members)}")
+        return self
+
+    def duration(self) -> float:
+        """Seconds: the metadata's `duration`, else from the audio header."""
+        seconds = self.meta.get("duration")
+        return float(seconds) if seconds is not None else audio_duration(self.require_audio().audio)
+
+
+def parse_sample(
+    key: str, members: Mapping[str, bytes], required: Sequence[str] = (), require_audio: bool = True
+) -> Sample:
+    """The one check of a sample's members: JSON metadata that is an object, with the `required` fields,
+    and (unless `require_audio=False`; then call `Sample.require_audio()` when it matters) an audio member.
+
+    `members` maps extensions to bytes (`iter_tar_samples`, or a webdataset sample: `__`-keys are ignored).
+    Raises SampleError naming the problem.
+    """
+    if "json" not in members:
+        raise SampleError("missing_json", "no .json member")
+    try:
+        meta = json.loads(members["json"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SampleError("invalid_json", f"invalid JSON metadata ({e})", str(e)) from e
+    if not isinstance(meta, dict):
+        detail = f"expected an object, got {type(meta).__name__}"
+        raise SampleError("invalid_json", f"invalid JSON metadata ({detail})", detail)
+    missing = [f for f in required if f not in meta]
+    if missing:
+        raise SampleError("missing_field", f"metadata lacks {missing}", f"lacks {missing}")
+    ext = next((e for e in AUDIO_EXTS if e in members), None)
+    names = tuple(sorted(k for k in members if not k.startswith("__")))
+    sample = Sample(key, meta, ext, members[ext] if ext else None, names)
+    return sample.require_audio() if require_audio else sample
+
+
+# ----------------------------------------------------------------------------- index.json (writing)
+
+
 def summarize_shard(path: str | os.PathLike) -> dict:
     """Counts per language x emotion, sample count, duration and checksum of one shard."""
     counts: dict[str, Counter] = defaultdict(Counter)
     n, duration, speakers = 0, 0.0, set()
     for key, members in iter_tar_samples(path):
-        if "json" not in members:
-            raise ShardFormatError(f"{path}: sample {key!r} has no .json member")
         try:
-            meta = json.loads(members["json"])
-        except json.JSONDecodeError as e:
-            raise ShardFormatError(f"{path}: sample {key!r} has invalid JSON metadata ({e})") from e
-        audio_ext = next((e for e in AUDIO_EXTS if e in members), None)
-        if audio_ext is None:
-            raise ShardFormatError(f"{path}: sample {key!r} has no .flac or .wav member")
-        dur = meta.get("duration")
-        duration += float(dur) if dur is not None else audio_duration(members[audio_ext])
+            sample = parse_sample(key, members)
+        except SampleError as e:
+            raise ShardFormatError(f"{path}: sample {key!r} has {e}") from e
+        meta = sample.meta
+        duration += sample.duration()
         counts[meta.get("language", "?")][meta.get("emotion", "?")] += 1
         speakers.add(meta.get("speaker", "?"))
         n += 1
@@ -217,26 +277,3 @@ def write_index(directory: str | os.PathLike) -> dict:
     }
     atomic_write_json(directory / INDEX_NAME, index)
     return index
-
-
-def read_index(directory: str | os.PathLike) -> dict | None:
-    p = Path(directory) / INDEX_NAME
-    if not p.exists():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ShardFormatError(f"{p}: invalid JSON ({e})") from e
-
-
-def shard_sample_counts(urls: Iterable[str]) -> dict[str, int]:
-    """Sample count per shard path, from the directories' index.json where present (else by scanning)."""
-    out: dict[str, int] = {}
-    by_dir: dict[str, dict] = {}
-    for u in urls:
-        d = os.path.dirname(os.path.abspath(u))
-        if d not in by_dir:
-            by_dir[d] = {s["path"]: s["num_samples"] for s in (read_index(d) or {}).get("shards", [])}
-        n = by_dir[d].get(os.path.basename(u))
-        out[u] = n if n is not None else sum(1 for _ in iter_tar_samples(u))
-    return out

@@ -7,11 +7,13 @@ e.g. IEMOCAP sessions), never on utterances, and `validate_speaker_splits` refus
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from lakd.data.index import ShardIndex
+from lakd.data.shards import ShardFormatError
 
 SPLITS = ("train", "dev", "test")
 
@@ -181,11 +183,11 @@ def check_shard_dirs(root: str | os.PathLike, splits: Sequence[str] = SPLITS) ->
     root = Path(root)
     found: dict[str, list[str]] = {}
     for split in splits:
-        p = root / split / "index.json"
-        if p.exists():
-            try:
-                found[split] = list(json.loads(p.read_text()).get("speakers", []))
-            except json.JSONDecodeError as e:
-                raise SplitLeakError(f"{p}: invalid JSON ({e})") from e
+        try:
+            index = ShardIndex.load(root / split)
+        except ShardFormatError as e:
+            raise SplitLeakError(str(e)) from e
+        if index is not None:
+            found[split] = index.speakers
     validate_speaker_splits(found, where=str(root))
     return found

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lakd.data.shards import check_key, expand_urls, read_index
+from lakd.data.index import shard_entry, shard_sample_counts
+from lakd.data.shards import check_key, expand_urls
 from lakd.io import TarShardWriter, atomic_write_json, sha256_file
 
 log = logging.getLogger("lakd.distill.cache")
@@ -84,14 +85,10 @@ def data_fingerprint(spec, labels: Sequence[str], languages: Sequence[str], eval
     """What the cached knowledge depends on besides the teacher: shards (by index sha256, else size+mtime),
     label and language order, and the eval truncation."""
     shards = []
-    index_by_dir: dict[str, dict] = {}
     for url in expand_urls(spec):
-        d = os.path.dirname(os.path.abspath(url))
-        if d not in index_by_dir:
-            index_by_dir[d] = {s.get("path"): s for s in (read_index(d) or {}).get("shards", [])}
-        entry = index_by_dir[d].get(os.path.basename(url)) or {}
-        if entry.get("sha256"):
-            ident = f"sha256:{entry['sha256']}"
+        entry = shard_entry(url)
+        if entry is not None and entry.sha256:
+            ident = f"sha256:{entry.sha256}"
         else:
             st = os.stat(url)
             ident = f"size:{st.st_size}:mtime:{st.st_mtime_ns}"
@@ -236,8 +233,6 @@ def write_teacher_cache(
 
     total = None
     try:
-        from lakd.data.shards import shard_sample_counts
-
         total = sum(shard_sample_counts(expand_urls(spec)).values())
     except Exception:  # a count is only for progress display
         pass

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from lakd.config import Config, save_config
-from lakd.data.shards import expand_urls, read_index
+from lakd.data.index import ShardIndex, shard_entry
+from lakd.data.shards import expand_urls, summarize_shard
 
 MULTI = "multi"  # name of the one-model-for-all-languages run (FT-Multi teacher)
 
@@ -41,12 +42,9 @@ def shards_for_languages(spec, languages: list[str]) -> list[str]:
     """
     keep = []
     wanted = set(languages)
-    cache: dict[str, dict] = {}
     for url in expand_urls(spec):
-        d = os.path.dirname(os.path.abspath(url))
-        if d not in cache:
-            cache[d] = {s["path"]: set(s.get("counts", {})) for s in (read_index(d) or {}).get("shards", [])}
-        langs = cache[d].get(os.path.basename(url))
+        entry = shard_entry(url)
+        langs = set(entry.counts or {}) if entry is not None else None
         if langs is None or langs & wanted:
             keep.append(url)
     if not keep:
@@ -57,20 +55,12 @@ def shards_for_languages(spec, languages: list[str]) -> list[str]:
 def count_samples(spec, languages: list[str] | None = None) -> int:
     """Number of samples in `spec` (of the given languages), from index.json where present."""
     total = 0
-    urls = expand_urls(spec)
-    names_by_dir: dict[str, set] = {}
-    for u in urls:
-        names_by_dir.setdefault(os.path.dirname(os.path.abspath(u)), set()).add(os.path.basename(u))
-    for d, names in names_by_dir.items():
-        index = read_index(d)
-        if index is None:
-            from lakd.data.shards import summarize_shard
-
-            shards = [summarize_shard(os.path.join(d, n)) for n in sorted(names)]
+    for url in dict.fromkeys(os.path.abspath(u) for u in expand_urls(spec)):  # each shard once
+        index = ShardIndex.of_shard(url)
+        if index is None:  # no index.json: read the shard (shards missing from an index count 0)
+            per_language = {lang: sum(c.values()) for lang, c in summarize_shard(url)["counts"].items()}
         else:
-            shards = [s for s in index["shards"] if s["path"] in names]
-        for s in shards:
-            for lang, c in s.get("counts", {}).items():
-                if languages is None or lang in languages:
-                    total += sum(c.values())
+            entry = index.entry(url)
+            per_language = (entry.languages or {}) if entry is not None else {}
+        total += sum(n for lang, n in per_language.items() if languages is None or lang in languages)
     return total

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -23,15 +22,15 @@ log = logging.getLogger("lakd.recipes.finetune")
 
 def class_weights_for(cfg: Config, spec, languages: list[str]) -> torch.Tensor:
     """Inverse-frequency class weights from the shards' index (mean 1), for imbalanced corpora."""
-    from lakd.data.shards import expand_urls, read_index
+    from lakd.data.index import directory_counts
+    from lakd.data.shards import expand_urls
 
     counts = torch.zeros(len(cfg.labels))
-    for d in {os.path.dirname(os.path.abspath(u)) for u in expand_urls(spec)}:
-        for lang, c in (read_index(d) or {}).get("counts", {}).items():
-            if lang in languages:
-                for label, n in c.items():
-                    if label in cfg.labels:
-                        counts[cfg.labels.index(label)] += n
+    for lang, c in directory_counts(expand_urls(spec)).items():
+        if lang in languages:
+            for label, n in c.items():
+                if label in cfg.labels:
+                    counts[cfg.labels.index(label)] += n
     counts = counts.clamp(min=1)
     w = counts.sum() / counts
     return w / w.mean()
