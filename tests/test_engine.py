@@ -334,21 +334,46 @@ def test_bad_settings_fail_clearly(tmp_path):
 
 
 def test_extra_modules_are_trained_saved_and_resumed(tmp_path):
-    proj = nn.Linear(16, 8)
+    """A loss-side module (a projection) is trained with the model, saved with `last/`, and restored on resume:
+    a run that crashes after a checkpoint and resumes with a freshly initialised projection ends where an
+    uninterrupted run ends, bit for bit."""
 
-    def loss_with_projection(model, batch):
-        out = model(batch["input_values"], batch["attention_mask"], batch["language_ids"])
-        ce = F.cross_entropy(out.logits, batch["labels"])
-        emb = 1 - F.cosine_similarity(proj(out.pooled), torch.ones(8)).mean()
-        return ce + 0.1 * emb, {"ce": ce.detach(), "embed": emb.detach()}
+    def run(run_dir: Path, proj_seed: int, crash_at_batch: int | None = None):
+        torch.manual_seed(proj_seed)
+        proj = nn.Linear(16, 8)
+        calls = {"n": 0}
 
-    before = proj.weight.detach().clone()
-    t = make_trainer(tmp_path, optim(epochs=1), loss_fn=loss_with_projection, extra_modules={"proj": proj})
-    t.fit()
-    assert not torch.equal(before, proj.weight)
-    saved = torch.load(tmp_path / "last" / "extra_modules.pt")
-    assert torch.equal(saved["proj"]["weight"], proj.weight.detach())
-    assert "train/embed" in read_metrics(tmp_path)[-4] or any("train/embed" in r for r in read_metrics(tmp_path))
+        def loss_with_projection(model, batch):
+            calls["n"] += 1
+            if calls["n"] == crash_at_batch:
+                raise RuntimeError("node died")
+            out = model(batch["input_values"], batch["attention_mask"], batch["language_ids"])
+            ce = F.cross_entropy(out.logits, batch["labels"])
+            emb = 1 - F.cosine_similarity(proj(out.pooled), torch.ones(8)).mean()
+            return ce + 0.1 * emb, {"ce": ce.detach(), "embed": emb.detach()}
+
+        cfg = optim(epochs=2, checkpoint_every=4)
+        return make_trainer(run_dir, cfg, loss_fn=loss_with_projection, extra_modules={"proj": proj}), proj
+
+    straight, proj_a = run(tmp_path / "a", proj_seed=1)
+    before = proj_a.weight.detach().clone()
+    straight.fit()
+    assert not torch.equal(before, proj_a.weight)  # trained
+    saved = torch.load(tmp_path / "a" / "last" / "extra_modules.pt")
+    assert torch.equal(saved["proj"]["weight"], proj_a.weight.detach())  # saved
+    assert any("train/embed" in r for r in read_metrics(tmp_path / "a"))
+
+    crashing, _ = run(tmp_path / "b", proj_seed=1, crash_at_batch=7)  # step 7, after the checkpoint at step 4
+    with pytest.raises(RuntimeError, match="node died"):
+        crashing.fit()
+    assert load_trainer_state(tmp_path / "b" / "last")["step"] == 4
+    resumed, proj_b = run(tmp_path / "b", proj_seed=2)  # a different initial projection: only the resume restores it
+    assert not torch.equal(proj_b.weight, before)
+    assert resumed.fit()["steps"] == 12
+    assert any(r.get("event") == "resume" for r in read_metrics(tmp_path / "b"))
+    assert torch.equal(proj_a.weight, proj_b.weight) and torch.equal(proj_a.bias, proj_b.bias)  # resumed
+    a, b = params_of(straight), params_of(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ------------------------------------------------------------------------------ multi-process (torchrun)

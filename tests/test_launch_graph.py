@@ -17,6 +17,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import submitit
+from counting_loop import counting_training_loop
 
 from lakd.config import Config, ConfigError, StageResources
 from lakd.launch import LaunchError, StageTask, build_graph, launch, print_status, stage_status
@@ -303,38 +304,6 @@ def test_checkpoint_marks_requeued_and_resubmits_the_same_task(tmp_path):
     st = json.loads((unit_dir(tmp_path, "teachers", "en") / "state.json").read_text())
     assert st["state"] == "done" and st["requeues"] == 1 and st["attempts"] == 1
     assert task() == str(tmp_path / "teachers" / "en" / "best") and calls(tmp_path) == ["teacher en"]
-
-
-class Preempted(RuntimeError):
-    """The contract of lakd.train.engine.Preempted (the SLURM test uses the real class)."""
-
-    exit_code = 75
-
-
-def counting_training_loop(cfg, language, steps=30, save_every=10, preempted_cls=Preempted):
-    """Like the training engine: SIGUSR1 sets a flag; at the next step it saves its progress and raises
-    Preempted. Progress is otherwise saved only every `save_every` steps, so a resume that loses steps shows."""
-    d = Path(cfg.run_dir) / "counter"
-    d.mkdir(parents=True, exist_ok=True)
-    flag = []
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: flag.append(signum))
-    try:
-        step = int((d / "progress").read_text()) if (d / "progress").exists() else 0
-        with open(d / "starts", "a") as f:
-            f.write(f"{step}\n")
-        while step < steps:
-            if flag:
-                (d / "progress").write_text(str(step))
-                raise preempted_cls(f"stopped at step {step}")
-            time.sleep(0.1)
-            step += 1
-            with open(d / "steps", "a") as f:
-                f.write(f"{step}\n")
-            if step % save_every == 0:
-                (d / "progress").write_text(str(step))
-        return f"counted {step}"
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_checkpoint_signal_reaches_the_training_loop_and_the_job_resumes(tmp_path):

@@ -161,11 +161,20 @@ def test_padding_never_changes_the_output(student, family):
 
 
 def test_group_norm_backbone_gets_no_attention_mask_but_pools_valid_frames():
+    """wav2vec2-base-style backbones (group norm in the feature encoder) must not be given an attention mask
+    (transformers: they were trained on zero padding), so padding does change their frame features and an
+    utterance alone does not equal it padded. What the model controls is the pooling: exactly the frames of the
+    backbone's unmasked output that hold audio are averaged, and the padded ones are not."""
     m = SERModel(ModelConfig(backbone={**TINY, "feat_extract_norm": "group"}), LABELS, LANGS).eval()
     assert m.pass_attention_mask is False
-    short, x, mask = padded_pair()
+    _, x, mask = padded_pair()
     with torch.no_grad():
         out = m(x, mask)
+        frames = m.backbone(x).last_hidden_state  # no attention mask, as the model must call it
+    valid = frame_mask(m.backbone, mask, frames.shape[1])
+    assert 0 < int(valid[0].sum()) < frames.shape[1] and bool(valid[1].all())  # the short one has padded frames
+    torch.testing.assert_close(out.pooled, masked_mean(frames, valid), atol=1e-5, rtol=0)
+    assert not torch.allclose(out.pooled[0], frames[0].mean(0), atol=1e-3)  # counting padded frames would differ
     assert out.logits.shape == (2, 4) and torch.isfinite(out.logits).all()
 
 

@@ -7,10 +7,10 @@ Skipped with the reason when no SLURM controller answers; LAKD_REQUIRE_SLURM=1 (
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from counting_loop import counting_training_loop
 
 from lakd.config import Config, StageResources
 from lakd.launch import LaunchError, StageTask, launch, stage_status
@@ -332,40 +333,13 @@ def test_scontrol_requeue_of_a_running_stage_resumes(tmp_path):
     assert st["state"] == "done" and st["attempts"] == 2 and st.get("requeues", 0) == 0
 
 
-def engine_counting_recipe(cfg, language):
-    """Counts STEPS steps like lakd.train.engine: SIGUSR1 sets a flag, at the next step it saves its progress and
-    raises the engine's Preempted; otherwise progress is saved every 10 steps only (lost steps would show)."""
-    from lakd.train.engine import Preempted
-
-    d = Path(cfg.run_dir) / "counter"
-    d.mkdir(parents=True, exist_ok=True)
-    flag = []
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: flag.append(signum))
-    try:
-        step = int((d / "progress").read_text()) if (d / "progress").exists() else 0
-        with open(d / "starts", "a") as f:
-            f.write(f"{step}\n")
-        while step < STEPS:
-            if flag:
-                (d / "progress").write_text(str(step))
-                raise Preempted(step, str(d), "SIGUSR1")
-            time.sleep(0.2)
-            step += 1
-            with open(d / "steps", "a") as f:
-                f.write(f"{step}\n")
-            if step % 10 == 0:
-                (d / "progress").write_text(str(step))
-        return f"counted {step}"
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
-
-
 def test_time_limit_signal_makes_the_training_loop_save_and_the_job_resume(tmp_path):
     """--signal=USR2@N before the time limit: the loop saves at the next step, the job is requeued with the same
     id and continues at exactly that step."""
     cfg = Config(name="t", run_dir=str(tmp_path))
     ex = make_executor("slurm", tmp_path / "logs" / "%j", StageResources(mem_gb=1, time_min=5), "t-engine")
-    job = ex.submit(StageTask("teachers", "en", engine_counting_recipe, cfg, str(tmp_path)))
+    loop = functools.partial(counting_training_loop, steps=STEPS, step_s=0.2)  # raises the engine's Preempted
+    job = ex.submit(StageTask("teachers", "en", loop, cfg, str(tmp_path)))
     steps = tmp_path / "counter" / "steps"
 
     def counting():
