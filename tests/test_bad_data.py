@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 
 from lakd.config import DataConfig
-from lakd.data.loader import BadSampleError, SkipCounter, build_loader
+from lakd.data.loader import build_loader
 from lakd.data.shards import ShardWriter, encode_flac
+from lakd.data.skips import BadSampleError, SkipCounter
 
 LABELS = ["anger", "happiness", "neutral", "sadness"]
 LANGS = ["en", "fi"]

@@ -14,7 +14,8 @@ from lakd import DEFAULT_LABELS
 from lakd.bench.data import make_tone_corpus
 from lakd.config import DataConfig
 from lakd.data.audio import AudioDecodeError, _resampler, audio_problem, decode_audio, to_mono_16k
-from lakd.data.loader import build_loader, worker_quota
+from lakd.data.batching import worker_quota
+from lakd.data.loader import build_loader
 from lakd.data.shards import ShardWriter, iter_tar_samples
 
 LABELS = list(DEFAULT_LABELS)

@@ -6,12 +6,16 @@ and a per-language `speakers` mapping). Indexes are parsed once per process and 
 is served from memory while the file's identity (inode, size, mtime, ctime) is unchanged; a file modified
 within the last seconds before it was read is compared byte for byte instead (file times can be as coarse
 as a clock tick), so a rewritten index is never served stale.
+
+Shards that no index lists can be scanned for their languages instead (`scan_shard_languages`, cached
+per process by path, size and mtime).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -19,7 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lakd.data.shards import INDEX_NAME, ShardFormatError, iter_tar_samples
+from lakd.data.shards import INDEX_NAME, SampleError, ShardFormatError, iter_tar_samples, parse_sample
+
+log = logging.getLogger("lakd.data")
 
 
 @dataclass(frozen=True)
@@ -177,3 +183,29 @@ def directory_counts(urls: Iterable[str]) -> dict[str, Counter]:
         for lang, c in (index.counts if index is not None else {}).items():
             out.setdefault(lang, Counter()).update(c)
     return out
+
+
+_SCAN_CACHE: dict[tuple, dict] = {}
+
+
+def scan_shard_languages(url: str) -> dict:
+    """Language counts of a shard without an index entry, read from its JSON members (cached per process)."""
+    st = os.stat(url)
+    ck = (os.path.abspath(url), st.st_mtime_ns, st.st_size)
+    if ck not in _SCAN_CACHE:
+        counts: Counter = Counter()
+        try:
+            for key, members in iter_tar_samples(url):
+                try:
+                    sample = parse_sample(key, members, required=("language",), require_audio=False)
+                except SampleError:
+                    continue  # counted as a skip when the loader reads it
+                counts[str(sample.meta["language"])] += 1
+        except Exception as e:
+            log.warning(
+                "%s: shard is unreadable past %d samples while scanning languages (%s)", url, sum(counts.values()), e
+            )
+        if not counts:
+            log.warning("%s: no sample with readable language metadata; the shard is not used", url)
+        _SCAN_CACHE[ck] = dict(counts)
+    return _SCAN_CACHE[ck]
