@@ -22,6 +22,7 @@ from lakd.train.checkpoint import load_trainer_state
 from lakd.train.distributed import find_free_port
 from lakd.train.engine import Preempted, Trainer, lr_lambda
 from lakd.train.logging import read_metrics
+from lakd.train.preemption import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 3
@@ -240,7 +241,7 @@ def test_preemption_signal_saves_raises_and_resumes_identically(tmp_path):
     previous = signal.getsignal(signal.SIGUSR1)
     with pytest.raises(Preempted) as info:
         make_trainer(tmp_path / "b", cfg, loss_fn=signalling_loss).fit()
-    assert info.value.exit_code == 75 and info.value.step == 5 and info.value.signal_name == "SIGUSR1"
+    assert info.value.exit_code == EXIT_PREEMPTED == 75 and info.value.step == 5 and info.value.signal_name == "SIGUSR1"
     assert signal.getsignal(signal.SIGUSR1) == previous  # handler restored
     state = load_trainer_state(tmp_path / "b" / "last")
     assert state["step"] == 5 and state["batch_in_epoch"] == 5 and not state["finished"]

@@ -346,6 +346,18 @@ def test_status_of_a_run_that_was_never_launched(tmp_path):
         stage_status(tmp_path)
 
 
+def test_the_launcher_recognises_preemption_without_importing_torch():
+    """The driver (`lakd launch`, `lakd status`) imports the launcher, Preempted and its exit code, never torch."""
+    code = (
+        "import sys, lakd.launch\n"
+        "from lakd.train.preemption import EXIT_PREEMPTED, Preempted\n"
+        "assert EXIT_PREEMPTED == 75 and Preempted(3, 'ckpt', 'SIGUSR1').exit_code == EXIT_PREEMPTED\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # ------------------------------------------------------------------------------- the SLURM entry scripts
 
 REPO = Path(__file__).resolve().parents[1]

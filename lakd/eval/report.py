@@ -343,11 +343,3 @@ def write_report(report: Mapping, out_dir: str | Path, *, figures: bool = True) 
         atomic_write_bytes(out / PREDICTIONS_CSV, buf.getvalue().encode())
         written["predictions"] = str(out / PREDICTIONS_CSV)
     return written
-
-
-def read_report(out_dir: str | Path) -> dict:
-    """Load a written ``metrics.json`` (e.g. for the paper table)."""
-    path = Path(out_dir) / REPORT_JSON
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no evaluation report here (run `lakd evaluate` first)")
-    return json.loads(path.read_text())

@@ -57,6 +57,8 @@ from lakd.config import (
     save_config,
 )
 from lakd.io import atomic_write_json
+from lakd.launch.submitit_adapter import checkpoint_signal, requeue
+from lakd.train.preemption import Preempted
 
 log = logging.getLogger("lakd.launch")
 
@@ -70,7 +72,6 @@ DEFAULT_RECIPES = {
     "student": "lakd.recipes.distill:run",  # run(cfg, teacher_dirs, cache_dir | None) -> checkpoint dir
     "evaluate": "lakd.recipes.evaluate:run",  # run(cfg, checkpoint_dir) -> report dict
 }
-STATES = ("pending", "running", "done", "failed")
 MAX_TIMEOUT_REQUEUES = 20  # submitit's own count of time-out requeues (preemptions are not counted)
 MAX_REQUEUES = 50  # requeues of one unit after the training loop stopped on a signal
 
@@ -308,11 +309,6 @@ def resolve_recipe(recipe: Recipe) -> Callable[..., Any]:
 # ------------------------------------------------------------------------------------- the job callable
 
 
-def _is_preempted(error: BaseException) -> bool:
-    """lakd.train.engine.Preempted (duck-typed: importing the engine would import torch)."""
-    return type(error).__name__ == "Preempted" and getattr(error, "exit_code", None) == 75
-
-
 def _job_env() -> Any | None:
     try:
         import submitit
@@ -401,7 +397,7 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
             up = upstream_outputs(self.run_dir, self.inputs, self.input_items)
             output = resolve_recipe(self.recipe)(self.cfg, *_recipe_args(self.stage, self.item, up))
         except Exception as e:
-            if _is_preempted(e):
+            if isinstance(e, Preempted):
                 self._requeue_after_preemption(e, main)  # exits unless requeueing is impossible
             if main:
                 update_state(
@@ -444,7 +440,7 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
             or threading.current_thread() is not threading.main_thread()
         ):
             return
-        usr = env._usr_sig()
+        usr = checkpoint_signal(env)
         if usr == signal.SIGUSR1:  # the training loop's handler replaces submitit's: nothing to bridge
             return
         previous = signal.getsignal(usr)
@@ -471,7 +467,7 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
             return  # cannot requeue here (debug executor, direct call) or too often: the unit fails
         log.warning("%s: %s; requeueing job %s", self.label, error, env.job_id)
         try:
-            env._requeue(MAX_REQUEUES - st["requeues"])  # submitit's requeue: `scontrol requeue` / local restart
+            requeue(env, MAX_REQUEUES - st["requeues"])  # `scontrol requeue` / local restart
         except subprocess.SubprocessError as e:  # e.g. SLURM is already requeueing it (PreemptMode=REQUEUE)
             log.warning("%s: scontrol requeue failed (%s); leaving the requeue to SLURM", self.label, e)
         sys.exit(-1)

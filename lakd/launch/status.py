@@ -44,9 +44,9 @@ def _expand_job_ids(field: str) -> list[str]:
     m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", field)
     if not m:
         return [field]
-    base, spec = m.group(1), m.group(2).split("%")[0]
+    base, index_ranges = m.group(1), m.group(2).split("%")[0]  # "0-2,5" of "0-2,5%2" (%2: at most 2 at once)
     out = []
-    for part in spec.split(","):
+    for part in index_ranges.split(","):
         lo, _, hi = part.partition("-")
         out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
     return out

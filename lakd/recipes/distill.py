@@ -23,11 +23,6 @@ from lakd.recipes.finetune import class_weights_for, train_classifier
 log = logging.getLogger("lakd.recipes.distill")
 
 
-def teacher_language(name: str, languages: list[str]) -> str | None:
-    """A teacher named after a language teaches that language; any other name (e.g. 'multi') teaches all."""
-    return name if name in languages else None
-
-
 class OnlineTeachers(nn.Module):
     """Frozen teachers run in the loop (no cache), never updated.
 
@@ -60,6 +55,7 @@ class OnlineTeachers(nn.Module):
 
 def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: str = "student", on_eval=None) -> str:
     """Train the student from `teacher_dirs` ({name: checkpoint}); returns the best student checkpoint dir."""
+    from lakd.distill.cache import teacher_language
     from lakd.distill.losses import EmbeddingProjections, distillation_loss, teacher_weights
 
     out = common.run_path(cfg, name)

@@ -20,7 +20,8 @@ Contracts
 
 Files (rank 0; see lakd.train.checkpoint): `best/`, `last/` (+ trainer_state.pt), `metrics.jsonl`,
 `summary.json`. Preemption: SIGUSR1/SIGTERM set a flag; at the next step boundary the loop writes `last/` and
-raises `Preempted` (launchers exit with `Preempted.exit_code` = 75 and requeue; the next attempt resumes).
+raises `Preempted` (lakd.train.preemption: launchers requeue, a CLI exits with EXIT_PREEMPTED; the next attempt
+resumes).
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ import inspect
 import itertools
 import json
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -46,6 +45,7 @@ from lakd.config import OptimConfig
 from lakd.train import checkpoint as ckpt
 from lakd.train import distributed as D
 from lakd.train.distributed import DistInfo
+from lakd.train.preemption import Preempted, StopSignalFlag
 from lakd.train.runtime import seed_everything
 
 LossFn = Callable[[Any, dict], "tuple[torch.Tensor, Mapping[str, Any]]"]
@@ -54,18 +54,6 @@ BEST_DIR = "best"
 LAST_DIR = "last"
 EXTRA_MODULES_FILE = "extra_modules.pt"
 MAX_CONSECUTIVE_NONFINITE = 20
-
-
-class Preempted(RuntimeError):
-    """Training stopped on SIGUSR1/SIGTERM after writing a resumable checkpoint; requeue the job."""
-
-    exit_code = 75  # EX_TEMPFAIL: "try again later"
-
-    def __init__(self, step: int, checkpoint: str, signal_name: str):
-        super().__init__(f"preempted by {signal_name} at step {step}; resumable checkpoint in {checkpoint}")
-        self.step = step
-        self.checkpoint = checkpoint
-        self.signal_name = signal_name
 
 
 # --------------------------------------------------------------------------------------- precision / LR
@@ -120,17 +108,6 @@ def build_optimizer(params: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig
         raise ValueError("nothing to train: no parameter requires grad")
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
-
-
-def unwrap_model(m: nn.Module) -> nn.Module:
-    """The bare model inside DDP / DeepSpeed / our extras container."""
-    while True:
-        if hasattr(m, "module") and isinstance(m.module, nn.Module):
-            m = m.module
-        elif isinstance(m, _ModelWithExtras):
-            m = m.model
-        else:
-            return m
 
 
 def _accumulate(sums: dict, key: str, value: Any) -> None:
@@ -286,7 +263,6 @@ class Trainer:
         self.seed = int(seed)
         self.log_every = max(1, int(log_every))
         self.resume = resume
-        self.handle_signals = handle_signals
         self.use_deepspeed = use_deepspeed
         if logger is None:
             from lakd.train.logging import RunLogger
@@ -367,7 +343,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.nonfinite_skips = 0
         self._consecutive_nonfinite = 0
-        self._signal: str | None = None
+        self._stop_signal = StopSignalFlag(enabled=handle_signals)
         self._pending_rng: dict | None = None
 
     # ------------------------------------------------------------------------------------------ utils
@@ -505,24 +481,6 @@ class Trainer:
         )
         return True
 
-    # ---------------------------------------------------------------------------------------- signals
-    def _install_signal_handlers(self):
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-
-        def handler(signum, frame):
-            self._signal = signal.Signals(signum).name
-
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
-
-    @staticmethod
-    def _restore_signal_handlers(previous: dict) -> None:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-
     # ------------------------------------------------------------------------------------------- eval
     def _evaluate(self) -> None:
         if self.eval_fn is None:
@@ -610,11 +568,8 @@ class Trainer:
                 deepspeed=self.use_deepspeed,
                 trainable_params=sum(p.numel() for p in self.module.parameters() if p.requires_grad),
             )
-        previous = self._install_signal_handlers()
-        try:
+        with self._stop_signal:
             self._loop()
-        finally:
-            self._restore_signal_handlers(previous)
         return self._finish(write=True)
 
     def _loop(self) -> None:
@@ -634,7 +589,7 @@ class Trainer:
                 self._pending_rng = None
             short = False
             while it is not None and self.batch_in_epoch < usable and self.step < self.total_steps:
-                if self._any_rank(self._signal is not None):
+                if self._any_rank(self._stop_signal.received is not None):
                     self._preempt()
                 t_step = time.perf_counter()
                 window = self._fetch_window(it)
@@ -726,7 +681,7 @@ class Trainer:
         self.logger.log(values, step=self.step)
 
     def _preempt(self) -> None:
-        name = self._signal or "a signal on another rank"
+        name = self._stop_signal.received or "a signal on another rank"
         path = self.save_checkpoint()
         self.logger.event("preempted", step=self.step, signal=name, checkpoint=str(path))
         raise Preempted(self.step, str(path), name)

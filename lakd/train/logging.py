@@ -207,13 +207,3 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
-
-
-def last_metrics(run_dir: str | os.PathLike, key: str | None = None) -> dict | None:
-    """The last metric record (optionally the last one that has `key`), skipping event lines."""
-    for rec in reversed(read_metrics(run_dir)):
-        if "event" in rec:
-            continue
-        if key is None or key in rec:
-            return rec
-    return None
