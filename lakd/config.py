@@ -115,6 +115,8 @@ class WandbConfig:
     entity: str | None = None
     group: str | None = None
     tags: list = field(default_factory=list)
+    log_every: int = 10  # optimizer steps between training-metric lines (metrics.jsonl, console, W&B)
+    log_checkpoint: bool = False  # upload each run's best checkpoint as a W&B model artifact
 
 
 @dataclass

@@ -67,9 +67,13 @@ def predict_shards(
     return result
 
 
-def make_dev_eval_fn(cfg: Config, languages: list[str], device, dist):
-    """Dev-set metrics used for model selection and early stopping (the test split is never touched)."""
+def make_dev_eval_fn(cfg: Config, languages: list[str], device, dist, on_report=None):
+    """Dev-set metrics used for model selection and early stopping (the test split is never touched).
+
+    Returns the flat scalars of `lakd.eval.tracking.evaluation_scalars` (ua, wa, per-language UA/WA, per-class
+    recall ...); `on_report(grouped_metrics, predictions)` sees the full result (the W&B views use it)."""
     from lakd.eval.metrics import grouped_metrics
+    from lakd.eval.tracking import evaluation_scalars
     from lakd.recipes.common import data_spec
 
     spec = data_spec(cfg, "dev")
@@ -77,10 +81,9 @@ def make_dev_eval_fn(cfg: Config, languages: list[str], device, dist):
     def eval_fn(model) -> dict:
         pred = predict_shards(model, spec, cfg.labels, cfg.languages, cfg.data, device, dist, language_filter=languages)
         m = grouped_metrics(pred["y_true"], pred["y_pred"], pred["languages"], list(cfg.labels))
-        out = {"ua": m["overall"]["ua"], "wa": m["overall"]["wa"]}
-        for lang, v in m["groups"].items():
-            out[f"ua_{lang}"] = v["ua"]
-        return out
+        if on_report is not None:
+            on_report(m, pred)
+        return {"ua": m["overall"]["ua"], "wa": m["overall"]["wa"], **evaluation_scalars(m)}
 
     return eval_fn
 
@@ -153,6 +156,10 @@ def run(cfg: Config, checkpoint_dir, split: str = "test", name: str | None = Non
         data_cfg=cfg.data,
         language_filter=language_filter,
     )
+    if dist.is_main:
+        from lakd.eval.tracking import log_report_run
+
+        log_report_run(cfg, report, out, f"{cfg.name}-eval-{name}-{split}", tags=[name, split])
     return compact(report)
 
 

@@ -98,7 +98,12 @@ def train_classifier(
     else:
         loss_fn = loss_factory(model, device, dist)
 
-    dev_eval = make_dev_eval_fn(cfg, languages, device, dist)
+    def log_dev_views(metrics, pred):  # W&B: confusion image, per-class table and chart of each dev evaluation
+        from lakd.eval.tracking import log_evaluation
+
+        log_evaluation(logger, metrics, cfg.labels, "dev", trainer.step, predictions=pred, groups=False, scalars=False)
+
+    dev_eval = make_dev_eval_fn(cfg, languages, device, dist, on_report=log_dev_views)
 
     def eval_fn(m):
         metrics = dev_eval(m)
@@ -120,6 +125,8 @@ def train_classifier(
         name=f"{cfg.name}-{out_dir.name}",
         group=cfg.wandb.group or cfg.name,
         enabled_on_rank0=dist.is_main,
+        job_type=kind,
+        tags=[kind],
     )
     trainer = Trainer(
         model,
@@ -137,9 +144,12 @@ def train_classifier(
         seed=cfg.seed,
         extra_modules=extra_modules,
         micro_batch_size=cfg.data.batch_size,
+        log_every=cfg.wandb.log_every,
     )
     try:
         summary = trainer.fit()
+        if cfg.wandb.log_checkpoint and (out_dir / "best").exists():
+            logger.log_artifact(out_dir / "best", f"{cfg.name}-{out_dir.name}", metadata=summary)
     finally:
         logger.close()
     log.info("%s done: %s", kind, {k: v for k, v in summary.items() if isinstance(v, (int, float, str))})

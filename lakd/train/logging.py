@@ -8,7 +8,9 @@ W&B offline runs are written under ``<run_dir>/wandb/``
 (upload later with ``wandb sync <run_dir>/wandb/offline-run-*``).
 The W&B run id is kept in ``<run_dir>/wandb_run_id`` so a resumed or requeued job continues the same run;
 every value is logged against the custom x-axis ``trainer/step`` so repeated steps after a resume do not
-trip W&B's monotonic-step check.
+trip W&B's monotonic-step check. Beside scalars, W&B gets images (confusion matrices), tables, confusion-matrix
+charts and artifacts (`log_images`, `log_table`, `log_confusion_matrix`, `log_artifact`: no-ops without W&B;
+`lakd.eval.tracking` turns an evaluation report into these).
 
 Only the main process logs: pass ``enabled_on_rank0=dist.is_main``; on other ranks every method is a no-op.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+_DETAIL_PREFIXES = ("recall_", "precision_", "f1_")  # per-class values: in metrics.jsonl and W&B, not the console
 WANDB_ID_FILE = "wandb_run_id"
 
 
@@ -69,6 +72,7 @@ class RunLogger:
         enabled_on_rank0: bool = True,
         console: bool = True,
         job_type: str | None = None,
+        tags: list[str] | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.enabled = bool(enabled_on_rank0)
@@ -89,11 +93,18 @@ class RunLogger:
         if mode not in ("online", "offline", "disabled"):
             raise ValueError(f"wandb.mode must be online, offline or disabled, got {mode!r}")
         if mode != "disabled":
-            self._wandb_run = self._init_wandb(wandb_cfg, mode, cfg_dict, name, group, job_type)
+            self._wandb_run = self._init_wandb(wandb_cfg, mode, cfg_dict, name, group, job_type, tags or [])
 
     # ------------------------------------------------------------------------------------------ W&B
     def _init_wandb(
-        self, wcfg: Any, mode: str, cfg_dict: Mapping | None, name: str | None, group: str | None, job_type: str | None
+        self,
+        wcfg: Any,
+        mode: str,
+        cfg_dict: Mapping | None,
+        name: str | None,
+        group: str | None,
+        job_type: str | None,
+        tags: list[str],
     ):
         import wandb
 
@@ -110,7 +121,7 @@ class RunLogger:
             entity=getattr(wcfg, "entity", None),
             group=group or getattr(wcfg, "group", None),
             name=name,
-            tags=list(getattr(wcfg, "tags", []) or []),
+            tags=list(dict.fromkeys([*(getattr(wcfg, "tags", []) or []), *tags])),
             job_type=job_type,
             config=dict(cfg_dict or {}),
             dir=str(self.run_dir),
@@ -145,8 +156,53 @@ class RunLogger:
                 {"trainer/step": int(step), **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
             )
         if console and self._console is not None and self.console_enabled:
-            body = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+            shown = {k: v for k, v in values.items() if not k.split("/")[-1].startswith(_DETAIL_PREFIXES)}
+            body = "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
             self._console.print(f"[bold]step {step}[/bold]  {body}", markup=True)
+
+    def _log_wandb(self, values: Mapping[str, Any], step: int) -> None:
+        if self._wandb_run is not None and values:
+            self._wandb_run.log({"trainer/step": int(step), **values})
+
+    def log_images(self, images: Mapping[str, str | os.PathLike], step: int, caption: str | None = None) -> None:
+        """PNG files (e.g. confusion matrices) as W&B images, one key each."""
+        if self._wandb_run is None:
+            return
+        import wandb
+
+        self._log_wandb({k: wandb.Image(str(path), caption=caption) for k, path in images.items()}, step)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """A W&B table (e.g. per-class recall / precision / F1 per language)."""
+        if self._wandb_run is None:
+            return
+        import wandb
+
+        self._log_wandb({key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])}, step)
+
+    def log_confusion_matrix(
+        self, key: str, y_true: list[int], y_pred: list[int], labels: list[str], step: int
+    ) -> None:
+        """W&B's interactive confusion-matrix chart from label indices."""
+        if self._wandb_run is None or not y_true:
+            return
+        import wandb
+
+        chart = wandb.plot.confusion_matrix(
+            y_true=list(y_true), preds=list(y_pred), class_names=list(labels), title=key
+        )
+        self._log_wandb({key: chart}, step)
+
+    def log_artifact(self, path: str | os.PathLike, name: str, kind: str = "model", metadata: Mapping | None = None):
+        """A directory (e.g. the best checkpoint) as a W&B artifact, aliased "best" and "latest"."""
+        if self._wandb_run is None:
+            return
+        import wandb
+
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+        artifact = wandb.Artifact(safe, type=kind, metadata={k: _to_float(v) for k, v in (metadata or {}).items()})
+        artifact.add_dir(str(path))
+        self._wandb_run.log_artifact(artifact, aliases=["best", "latest"])
 
     def event(self, name: str, step: int | None = None, **fields: Any) -> None:
         """A one-off happening (resume, preemption, best checkpoint, early stop) in metrics.jsonl and console."""

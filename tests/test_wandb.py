@@ -1,0 +1,163 @@
+"""W&B shows the results, not only the losses: a tiny teacher run and its test evaluation logged offline, then
+read back from the offline `.wandb` files: job types, tags, the dev/test evaluation scalars (UA/WA overall and per
+language, per-class recall), confusion-matrix images, the per-class table, the confusion chart's table, the best
+checkpoint as an artifact, and the training-metric interval from the config.
+
+wandb 0.31 has no Python reader for offline runs (its `sdk.internal.datastore` is gone; the Go core reads them),
+so `read_wandb_file` below parses the documented LevelDB-log framing and decodes each record with wandb's own
+protobuf (`wandb.proto.wandb_internal_pb2.Record`).
+"""
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lakd.config import load_config
+from lakd.data.shards import ShardWriter
+
+LABELS = ["anger", "happiness", "neutral", "sadness"]
+LANGS = ["en", "fi", "fr"]
+
+_FILE_HEADER = struct.Struct("<4sHB")  # ":W&B", magic 0xBEE1, version
+_RECORD_HEADER = struct.Struct("<IHB")  # crc32c, length, kind: 1 full, 2 first, 3 middle, 4 last
+_BLOCK = 32768
+
+
+def read_wandb_file(path: Path) -> list:
+    """Every record of an offline run's `run-<id>.wandb` file, as wandb protobuf `Record`s."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    ident, magic, _ = _FILE_HEADER.unpack_from(data, 0)
+    assert ident == b":W&B" and magic == 0xBEE1, f"{path}: not a W&B transaction log"
+    records, pos, pending = [], _FILE_HEADER.size, b""
+    while pos + _RECORD_HEADER.size <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _RECORD_HEADER.size:  # block trailer padding
+            pos += left
+            continue
+        _, length, kind = _RECORD_HEADER.unpack_from(data, pos)
+        if kind == 0 and length == 0:  # zero padding to the end of the block
+            pos += left
+            continue
+        chunk = data[pos + _RECORD_HEADER.size : pos + _RECORD_HEADER.size + length]
+        pos += _RECORD_HEADER.size + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def offline_run(directory: Path) -> dict:
+    """The run record, history rows (nested media values as dicts), summary and artifacts of one offline run."""
+    (path,) = directory.glob("wandb/offline-run-*/run-*.wandb")
+    out = {"run": None, "history": [], "summary": {}, "artifacts": [], "dir": path.parent}
+    for rec in read_wandb_file(path):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = rec.run
+        elif kind == "history":
+            row: dict = {}
+            for item in rec.history.item:
+                value = json.loads(item.value_json)
+                if item.key or len(item.nested_key) == 1:
+                    row[item.key or item.nested_key[0]] = value
+                else:
+                    row.setdefault(item.nested_key[0], {})["/".join(item.nested_key[1:])] = value
+            out["history"].append(row)
+        elif kind == "summary":
+            for item in rec.summary.update:
+                if item.key or len(item.nested_key) == 1:
+                    out["summary"][item.key or item.nested_key[0]] = json.loads(item.value_json)
+        elif kind == "artifact":
+            out["artifacts"].append(rec.artifact)
+    return out
+
+
+def _shards(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(16000 * 0.6)) / 16000
+    for split, n in (("train", 24), ("dev", 12), ("test", 12)):
+        with ShardWriter(root / split, split, max_count=50) as w:
+            for i in range(n):
+                audio = 0.2 * np.sin(2 * np.pi * (120 + 40 * (i % 4)) * t) + 0.02 * rng.standard_normal(t.size)
+                meta = {"emotion": LABELS[i % 4], "language": LANGS[i % 3], "speaker": f"{split}{i % 6}"}
+                w.write(f"{split}{i:03d}", {**meta, "corpus": "t", "split": split}, audio.astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory):
+    from lakd.recipes import evaluate, finetune
+
+    root = tmp_path_factory.mktemp("wandb")
+    _shards(root / "data")
+    cfg = load_config(
+        "tiny",
+        [
+            f"run_dir={root / 'run'}",
+            *(f"data.{s}={root / 'data' / s}" for s in ("train", "dev", "test")),
+            "synth={}",
+            "data.batch_size=8",
+            "teacher_optim.max_steps=4",
+            "teacher_optim.eval_every=2",
+            "wandb.mode=offline",
+            "wandb.log_every=2",
+            "wandb.log_checkpoint=true",
+            "wandb.tags=[unit-test]",
+            "threads=1",
+        ],
+    )
+    best = finetune.run_teacher(cfg, "en")
+    evaluate.run(cfg, best, split="test", name="en")
+    return root / "run"
+
+
+def test_training_run_logs_dev_evaluations_confusion_images_and_the_best_checkpoint(logged_run):
+    run = offline_run(logged_run / "teachers" / "en")
+    assert run["run"].job_type == "ft-mono" and set(run["run"].tags) >= {"unit-test", "ft-mono"}
+    assert run["run"].run_group == "tiny"
+    train_steps = [r["trainer/step"] for r in run["history"] if "train/loss" in r]
+    assert train_steps == [2, 4]  # wandb.log_every=2
+    dev = [r for r in run["history"] if "dev/ua" in r]
+    assert [r["trainer/step"] for r in dev] == [2, 4]
+    assert all({"dev/wa", "dev/ua_en", "dev/wa_en", "dev/recall_anger", "dev/recall_anger_en"} <= set(r) for r in dev)
+    images = [r for r in run["history"] if "dev/confusion/overall" in r]
+    assert [r["trainer/step"] for r in images] == [2, 4]
+    for r in images:
+        assert r["dev/confusion/overall"]["_type"] == "image-file"
+        png = run["dir"] / "files" / r["dev/confusion/overall"]["path"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any("dev/per_class" in r for r in run["history"]) and any(
+        "dev/confusion_matrix_table" in r for r in run["history"]
+    )
+    model = [a for a in run["artifacts"] if a.type == "model"]
+    assert len(model) == 1 and set(model[0].aliases) >= {"best", "latest"}
+    assert any(f.path.endswith("lakd_head.safetensors") for f in model[0].manifest.contents)
+
+
+def test_evaluation_run_logs_test_metrics_per_language_and_confusion_images(logged_run):
+    run = offline_run(logged_run / "eval" / "en" / "test")
+    assert run["run"].job_type == "evaluate" and set(run["run"].tags) >= {"evaluate", "en", "test", "unit-test"}
+    report = json.loads((logged_run / "eval" / "en" / "test" / "metrics.json").read_text())["metrics"]
+    scalars = next(r for r in run["history"] if "test/ua" in r)
+    assert scalars["test/ua"] == pytest.approx(report["overall"]["ua"])
+    for lang in LANGS:  # the teacher is tested on every language of the test split
+        assert scalars[f"test/ua_{lang}"] == pytest.approx(report["groups"][lang]["ua"])
+        assert scalars[f"test/wa_{lang}"] == pytest.approx(report["groups"][lang]["wa"])
+    for label in LABELS:
+        assert scalars[f"test/recall_{label}"] == pytest.approx(report["overall"]["per_class_recall"][label])
+    assert run["summary"]["test/ua"] == pytest.approx(report["overall"]["ua"])
+    images = next(r for r in run["history"] if "test/confusion/overall" in r)
+    for group in ["overall", *LANGS]:
+        media = images[f"test/confusion/{group}"]
+        assert media["_type"] == "image-file" and (run["dir"] / "files" / media["path"]).exists()
+    table = next(r["test/per_class"] for r in run["history"] if "test/per_class" in r)
+    rows = json.loads((run["dir"] / "files" / table["path"]).read_text())
+    assert rows["columns"] == ["language", "class", "support", "recall", "precision", "f1"]
+    assert len(rows["data"]) == (len(LANGS) + 1) * len(LABELS)
+    assert any("test/confusion_matrix_table" in r for r in run["history"])
