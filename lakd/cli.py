@@ -11,7 +11,17 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from lakd import __version__
-from lakd.cli_common import ConfigOpt, DeviceOpt, RunDirOpt, SetOpt, console, fail, load_cfg, progress_bar
+from lakd.cli_common import (
+    ConfigOpt,
+    DeviceOpt,
+    RunDirOpt,
+    SetOpt,
+    console,
+    err_console,
+    fail,
+    load_cfg,
+    progress_bar,
+)
 from lakd.cli_inference import evaluate_cmd, export_cmd, predict_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__ or "lakd")
@@ -273,10 +283,12 @@ def demo_cmd(
     set: list[str] | None = SetOpt,
 ) -> None:
     """The embedded default: synthesize a small corpus, train tiny teachers and the student, print results."""
+    from lakd.cli_watch import StageWatcher
     from lakd.recipes import pipeline
 
     cfg = load_cfg(config, set, run_dir)
-    result = pipeline.run(cfg)
+    with StageWatcher(cfg.run_dir, err_console):
+        result = pipeline.run(cfg)
     _print_results(result, "lakd demo: FT-Mono teachers vs the LA-MTKD student", result["markdown_path"])
 
 
@@ -289,10 +301,15 @@ def launch_cmd(
     wait: bool = typer.Option(True, help="Wait for the graph to finish."),
 ) -> None:
     """Submit the whole job graph (shards -> teachers -> cache -> student -> evaluation) through submitit."""
+    from lakd.cli_watch import StageWatcher
     from lakd.launch.graph import launch
 
     cfg = load_cfg(config, set, run_dir)
-    result = launch(cfg, cfg.run_dir, executor=executor, wait=wait)
+    if wait:
+        with StageWatcher(cfg.run_dir, err_console):
+            result = launch(cfg, cfg.run_dir, executor=executor, wait=wait)
+    else:
+        result = launch(cfg, cfg.run_dir, executor=executor, wait=wait)
     console.print_json(json.dumps(result, default=str))
 
 

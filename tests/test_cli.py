@@ -60,3 +60,38 @@ def test_status_takes_the_run_dir_as_argument_option_or_config(tmp_path):
     assert res.exit_code == 2 and "--run-dir" in res.stderr
     res = runner.invoke(app, ["status", str(tmp_path / "nothing")])
     assert res.exit_code == 1 and "Traceback" not in res.output and "no stages/" in res.stderr
+
+
+def test_stage_watcher_prints_starts_progress_and_ends(tmp_path):
+    """What `lakd launch` / `lakd demo` print while jobs write their logs to files."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from lakd.cli_watch import StageWatcher
+
+    run = tmp_path / "run"
+    unit = run / "stages" / "teachers" / "en"
+    unit.mkdir(parents=True)
+    (run / "stages" / "graph.json").write_text(
+        json.dumps({"executor": "local", "stages": [{"name": "teachers", "items": ["en"], "after": []}]})
+    )
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+
+    def wait_for(text):
+        deadline = time.monotonic() + 10
+        while text not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert text in out.getvalue(), out.getvalue()
+
+    with StageWatcher(run, console, poll_s=0.02, every_s=0.0):
+        (unit / "state.json").write_text(json.dumps({"state": "running", "job_id": "7"}))
+        wait_for("teachers[en]: running")
+        (run / "teachers" / "en").mkdir(parents=True)
+        (run / "teachers" / "en" / "metrics.jsonl").write_text(json.dumps({"step": 40, "train/loss": 1.25}) + "\n")
+        wait_for("step=40")
+        (unit / "done.json").write_text(json.dumps({"output": None}))
+    assert "teachers[en]: done" in out.getvalue()
+    assert out.getvalue().count("teachers[en]: running") == 1
