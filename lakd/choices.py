@@ -7,7 +7,7 @@ its tuple from here instead of writing its own list, so a new value is added in 
 tests/test_config.py checks that every implementation covers exactly the values listed here.
 
 Owners: weighting and KL reduction -> lakd.distill.losses; online teacher modes -> lakd.recipes.distill;
-model families -> lakd.models.backbone; precisions and LR schedules -> lakd.train.engine;
+model families -> lakd.models.backbone; precisions and LR schedules -> lakd.train.optim;
 executors -> lakd.launch.
 """
 

@@ -69,7 +69,7 @@ def test_every_allowed_value_is_implemented_by_the_module_that_owns_it():
     from lakd import choices
     from lakd.distill.losses import teacher_weights
     from lakd.models.backbone import FAMILIES
-    from lakd.train.engine import lr_lambda, resolve_precision
+    from lakd.train.optim import lr_lambda, resolve_precision
 
     assert tuple(FAMILIES) == choices.MODEL_FAMILIES
     for schedule in choices.LR_SCHEDULES:

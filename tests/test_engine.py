@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from lakd.config import OptimConfig
 from lakd.train.checkpoint import load_trainer_state
 from lakd.train.distributed import find_free_port
-from lakd.train.engine import Preempted, Trainer, lr_lambda
+from lakd.train.engine import Trainer
 from lakd.train.logging import read_metrics
-from lakd.train.preemption import EXIT_PREEMPTED
+from lakd.train.optim import lr_lambda
+from lakd.train.preemption import EXIT_PREEMPTED, Preempted
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 3

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, atomic directory swaps, RNG state capture.
+"""A training run's checkpoint files: `best/` and `last/` (written by `RunCheckpoints`), RNG state capture.
 
 A run directory holds
 
@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lakd.io import atomic_write, resolve_dir
-from lakd.io import replace_dir as replace_dir  # the trainer swaps checkpoints in with ckpt.replace_dir
+from lakd.io import atomic_write, replace_dir, resolve_dir
+from lakd.train import distributed as D
 
 TRAINER_STATE = "trainer_state.pt"
 STATE_VERSION = 1
+BEST_DIR = "best"
+LAST_DIR = "last"
+EXTRA_MODULES_FILE = "extra_modules.pt"  # the trainer's extra modules (e.g. embedding projections), beside the model
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -100,3 +103,88 @@ def load_trainer_state(directory: str | os.PathLike) -> dict | None:
         raise RuntimeError(f"{path}: not a lakd training state of version {STATE_VERSION}")
     state["_dir"] = str(d)
     return state
+
+
+class RunCheckpoints:
+    """`best/` and `last/` of one run under `out_dir`. Both writes are collective (call them on every rank):
+    rank 0 writes the files, DeepSpeed's backend writes every rank's partition into `last/`."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        dist: D.DistInfo,
+        model: torch.nn.Module,
+        extra_modules: dict[str, torch.nn.Module],
+        backend: Any,
+    ):
+        self.out_dir, self.dist, self.model, self.extra_modules, self.backend = (
+            out_dir,
+            dist,
+            model,
+            extra_modules,
+            backend,
+        )
+
+    def _save_extra_modules(self, directory: Path) -> None:
+        if self.extra_modules:
+            state = {k: m.state_dict() for k, m in self.extra_modules.items()}
+            atomic_torch_save(state, directory / EXTRA_MODULES_FILE)
+
+    def save_last(self, meta: dict, trainer_state: dict) -> Path:
+        """The model, the backend's files and `trainer_state` plus every rank's RNG state, swapped into `last/`."""
+        final = self.out_dir / LAST_DIR
+        rng_by_rank = D.all_gather_object(capture_rng())
+        stage = final.with_name(f".{final.name}.staging")
+        if self.dist.is_main:  # the model first: save_pretrained may (re)create the directory
+            staging_dir(final)
+            save_model_dir(self.model, stage, meta)
+        D.barrier()
+        self.backend.save(stage)  # DeepSpeed: every rank writes its partition
+        D.barrier()
+        if self.dist.is_main:
+            self._save_extra_modules(stage)
+            state = {"version": STATE_VERSION, **trainer_state, "rng": rng_by_rank}
+            atomic_torch_save(state, stage / TRAINER_STATE)
+            replace_dir(stage, final)
+        D.barrier()
+        return final
+
+    def save_best(self, meta: dict) -> None:
+        """The model (and extra modules) swapped into `best/`."""
+        if self.dist.is_main:
+            final = self.out_dir / BEST_DIR
+            stage = staging_dir(final)
+            save_model_dir(self.model, stage, meta)
+            self._save_extra_modules(stage)
+            replace_dir(stage, final)
+        D.barrier()
+
+    def load_last(self, run_shape: dict) -> tuple[dict | None, list[str]]:
+        """The trainer state of `last/` (its directory under "_dir"; None when there is none) with the backend
+        restored from it, and warnings about what changed since (`run_shape`: what the trainer saves beside its
+        progress). A checkpoint that cannot be resumed this way is an error."""
+        state = load_trainer_state(self.out_dir / LAST_DIR)
+        if state is None:
+            return None, []
+        where = state["_dir"]
+        if bool(state["deepspeed"]) != run_shape["deepspeed"]:
+            raise RuntimeError(
+                f"{where}: checkpoint was written {'with' if state['deepspeed'] else 'without'} "
+                "DeepSpeed; resume it the same way (launch.deepspeed) or use another out_dir"
+            )
+        warnings = []
+        if any(state[k] != run_shape[k] for k in ("grad_accum", "batches_per_epoch")):
+            warnings.append(
+                "grad_accum or batches per epoch changed since the checkpoint; the position inside the epoch is "
+                "approximate"
+            )
+        if state["world_size"] != run_shape["world_size"]:
+            warnings.append(
+                f"world size changed ({state['world_size']} -> {run_shape['world_size']}); "
+                "RNG streams restart from the seed"
+            )
+        if run_shape["deepspeed"]:
+            self.backend.load(Path(where))
+        else:
+            self.backend.load_state_dict(state["backend"])
+        return state, warnings

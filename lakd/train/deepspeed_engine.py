@@ -74,7 +74,7 @@ def build_deepspeed_config(
 
 
 class DeepSpeedBackend:
-    """Forward/backward/step and checkpoint I/O through a DeepSpeed engine (same interface as PlainBackend)."""
+    """Forward/backward/step and checkpoint I/O through a DeepSpeed engine (a lakd.train.backends.TrainingBackend)."""
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, config: dict):
         import deepspeed
