@@ -18,6 +18,13 @@ CheckpointOpt = typer.Option(
 )
 
 
+def _checkpoint_dir(path: Path) -> Path:
+    """A checkpoint directory, or the `best/` of a run directory given instead."""
+    if not (path / "lakd.json").exists() and (path / "best" / "lakd.json").exists():
+        return path / "best"
+    return path
+
+
 def _load_predictor(checkpoint: Path, device: str):
     import lakd
     from lakd.models.ser import CheckpointError
@@ -40,7 +47,9 @@ def evaluate_cmd(
     from lakd.recipes.evaluate import evaluate_checkpoint
 
     try:
-        report = evaluate_checkpoint(checkpoint, shards, out_dir=out, n_bootstrap=bootstrap, device=device)
+        report = evaluate_checkpoint(
+            _checkpoint_dir(checkpoint), shards, out_dir=out, n_bootstrap=bootstrap, device=device
+        )
     except (CheckpointError, FileNotFoundError) as e:
         fail(str(e))
     console.print(report["markdown"])

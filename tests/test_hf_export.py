@@ -63,11 +63,11 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _checkpoint(root, name, family="wav2vec2", student=False, normalize=False, seed=0):
+def _checkpoint(root, name, family="wav2vec2", student=False, normalize=False, seed=0, group_norm=False):
     torch.manual_seed(seed)
     cfg = ModelConfig(
         family=family,
-        backbone=dict(TINY),
+        backbone={**TINY, "feat_extract_norm": "group" if group_norm else "layer"},
         freeze_feature_encoder=False,
         normalize_audio=normalize,
         language_embedding=student,
@@ -88,7 +88,7 @@ def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     specs = {
         "teacher": dict(normalize=True),  # the feature extractor must normalise as lakd does
-        "hubert_teacher": dict(family="hubert"),
+        "hubert_teacher": dict(family="hubert", group_norm=True),  # HuBERT-base style: no attention mask
         "plain_student": dict(family="wavlm", seed=1),
         "student": dict(student=True, seed=2),
     }
@@ -154,6 +154,10 @@ def test_teachers_and_plain_students_are_stock_transformers_models(exports, name
     assert r["model"] == cls and not info["custom_code"] and r["pipeline"] == "AudioClassificationPipeline"
     assert r["missing"] == [] and r["unexpected"] == []  # the trained head is there, nothing newly initialised
     assert not any(f.endswith(".py") for f in info["files"]) and "preprocessor_config.json" in info["files"]
+    with open(os.path.join(info["path"], "preprocessor_config.json")) as f:
+        pre = json.load(f)
+    assert pre["sampling_rate"] == 16000 and pre["do_normalize"] == (name == "teacher")
+    assert pre["return_attention_mask"] == (name != "hubert_teacher")  # as lakd: no mask for group-norm encoders
     want = lakd.load(ckpt).predict(audio, RATE)
     assert r["scores"]["None"] == pytest.approx(want, abs=1e-5)
     assert max(want.values()) > 0.4  # a head far from uniform, so a wrong mapping would show
