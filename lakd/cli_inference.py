@@ -33,6 +33,8 @@ def _load_predictor(checkpoint: Path, device: str):
         return lakd.load(checkpoint, device=device)
     except (CheckpointError, OSError) as e:
         fail(f"cannot load checkpoint: {e}")
+    except ValueError as e:  # e.g. --device cuda without CUDA
+        fail(str(e), code=2)
 
 
 def evaluate_cmd(

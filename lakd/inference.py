@@ -78,6 +78,8 @@ class Predictor:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device} requested but CUDA is not available here (use --device cpu or auto)")
         self.model = model.eval().to(device)
         self.device = device
         self.batch_size = max(1, int(batch_size))

@@ -207,3 +207,12 @@ def test_torchscript_export(student_dir, tmp_path):
     assert info["max_abs_diff_vs_torch"] < 1e-5
     with pytest.raises(ValueError, match="unknown export format"):
         export_model(path, tmp_path / "x", fmt="tflite")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
+def test_predict_cli_device_cuda_without_cuda_is_one_line(student_dir, tmp_path):
+    _, path = student_dir
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32) + 0.1, 16000)
+    res = CliRunner().invoke(app, ["predict", str(wav), "--checkpoint", str(path), "--device", "cuda"])
+    assert res.exit_code == 2 and "CUDA is not available" in res.stderr and "Traceback" not in res.output
