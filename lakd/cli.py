@@ -302,7 +302,7 @@ def launch_cmd(
 ) -> None:
     """Submit the whole job graph (shards -> teachers -> cache -> student -> evaluation) through submitit."""
     from lakd.cli_watch import StageWatcher
-    from lakd.launch.graph import launch
+    from lakd.launch import launch
 
     cfg = load_cfg(config, set, run_dir)
     if wait:

@@ -21,7 +21,9 @@ from counting_loop import counting_training_loop
 
 from lakd.config import Config, ConfigError, StageResources
 from lakd.launch import LaunchError, StageTask, build_graph, launch, print_status, stage_status
-from lakd.launch.graph import make_executor, stage_resources, unit_dir
+from lakd.launch.executors import make_executor
+from lakd.launch.graph import stage_resources
+from lakd.launch.units import unit_dir
 
 # jobs of the local executor unpickle these functions in another process: ship them by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

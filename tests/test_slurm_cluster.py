@@ -23,7 +23,8 @@ from counting_loop import counting_training_loop
 
 from lakd.config import Config, StageResources
 from lakd.launch import LaunchError, StageTask, launch, stage_status
-from lakd.launch.graph import make_executor, unit_dir
+from lakd.launch.executors import make_executor
+from lakd.launch.units import unit_dir
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the jobs unpickle the stand-in recipes below
 

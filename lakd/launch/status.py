@@ -2,99 +2,22 @@
 
 Reads the markers the job graph writes (run_dir/stages/graph.json, <stage>[/<item>]/state.json, done.json),
 the last metric of each training run (metrics.jsonl), and, for SLURM jobs that are not finished by their own
-account, the scheduler's view (sacct, else squeue): a job killed by the scheduler (time limit without
-requeue, out of memory, scancel) cannot write "failed" itself, so the live state wins over a stale marker.
+account, the scheduler's view (lakd.launch.slurm_states): a job killed by the scheduler cannot write "failed"
+itself, so the live state wins over a stale marker.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import subprocess
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lakd.launch.graph import STAGES, read_done, read_json, unit_dir
+from lakd.launch.graph import STAGES
+from lakd.launch.slurm_states import SLURM_FAILED, SLURM_RUNNING, SLURM_WAITING, base_job_id, slurm_job_states
+from lakd.launch.units import read_done, read_json, unit_dir
 
-# SLURM states in which a job will not run again by itself
-SLURM_FAILED = (
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "OUT_OF_MEMORY",
-    "NODE_FAIL",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "PREEMPTED",
-    "REVOKED",
-)
-SLURM_WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED", "CONFIGURING")
-SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING")
 _PREFERRED = ("step", "epoch", "ua", "wa", "loss")
-
-
-# ----------------------------------------------------------------------------------------- the scheduler
-
-
-def _expand_job_ids(field: str) -> list[str]:
-    """'12', '12_3', '12_[0-2,5%2]' -> job ids as submitit names them ('12', '12_3', '12_0', ...)."""
-    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", field)
-    if not m:
-        return [field]
-    base, index_ranges = m.group(1), m.group(2).split("%")[0]  # "0-2,5" of "0-2,5%2" (%2: at most 2 at once)
-    out = []
-    for part in index_ranges.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
-    return out
-
-
-def _parse_pairs(text: str) -> dict[str, str]:
-    states: dict[str, str] = {}
-    for line in text.splitlines():
-        if "|" not in line:
-            continue
-        jid, state = line.split("|", 1)
-        if "." in jid:  # job steps (12.batch)
-            continue
-        for j in _expand_job_ids(jid.strip()):
-            states[j] = state.strip().split(" ")[0]  # "CANCELLED by 0" -> CANCELLED
-    return states
-
-
-def slurm_job_states(job_ids: Iterable[str], timeout_s: float = 20) -> dict[str, str] | None:
-    """{job id: SLURM state} from sacct (squeue when accounting is off); None when neither answers."""
-    ids = sorted({str(j) for j in job_ids if j})
-    if not ids:
-        return {}
-    bases = sorted({j.split("_", 1)[0] for j in ids})
-    if shutil.which("sacct"):
-        try:
-            out = subprocess.run(
-                ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(bases)],
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=True,
-            ).stdout
-            states = _parse_pairs(out)
-            if states:
-                return states
-        except (subprocess.SubprocessError, OSError):
-            pass
-    if shutil.which("squeue"):
-        try:
-            out = subprocess.run(
-                ["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True, timeout=timeout_s, check=True
-            ).stdout
-            states = _parse_pairs(out)
-            return {j: states[j] for j in ids if j in states} | {b: states[b] for b in bases if b in states}
-        except (subprocess.SubprocessError, OSError):
-            pass
-    return None
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -256,7 +179,7 @@ def _apply_live_states(rows: list[dict]) -> None:
     if states is None:
         return
     for r in open_rows:
-        live = states.get(r["job_id"]) or states.get(r["job_id"].split("_", 1)[0])
+        live = states.get(r["job_id"]) or states.get(base_job_id(r["job_id"]))
         r["live"] = live
         if live is None:
             continue

@@ -40,7 +40,7 @@ def report(cfg: Config) -> dict:
 
 
 def run(cfg: Config, executor: str | None = None) -> dict:
-    from lakd.launch.graph import launch
+    from lakd.launch import launch
 
     common.write_run_config(cfg)
     launch(cfg, cfg.run_dir, executor=executor or cfg.launch.executor, wait=True)
