@@ -264,6 +264,7 @@ class Trainer:
                 deepspeed=self.use_deepspeed,
                 trainable_params=sum(p.numel() for p in self.module.parameters() if p.requires_grad),
             )
+        self.logger.start_progress(self.total_steps, self.progress.step)  # step/total, loss, ETA for people watching
         with self._stop_signal:
             self._loop()
         return self._finish(write=True)

@@ -28,6 +28,7 @@ from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 _DETAIL_PREFIXES = ("recall_", "precision_", "f1_")  # per-class values: in metrics.jsonl and W&B, not the console
+_IN_PROGRESS_LINE = ("train/loss", "train/epoch", "train/samples_per_s")  # shown by the progress text already
 WANDB_ID_FILE = "wandb_run_id"
 
 
@@ -81,6 +82,7 @@ class RunLogger:
         self._wandb_run = None
         self._file = None
         self._console = None
+        self._progress = None
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,8 +159,22 @@ class RunLogger:
             )
         if console and self._console is not None and self.console_enabled:
             shown = {k: v for k, v in values.items() if not k.split("/")[-1].startswith(_DETAIL_PREFIXES)}
+            head = f"step {step}"
+            if self._progress is not None and any(k.startswith("train/") for k in values):
+                head = self._progress.update(step, values)
+                if self._progress.live:  # the bar shows it
+                    return
+                shown = {k: v for k, v in shown.items() if k not in _IN_PROGRESS_LINE}
             body = "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
-            self._console.print(f"[bold]step {step}[/bold]  {body}", markup=True)
+            self._console.print(f"[bold]{head}[/bold]  {body}", markup=True)
+
+    def start_progress(self, total_steps: int, step: int = 0) -> None:
+        """Show training progress from `step` to `total_steps` (the trainer calls this as its loop starts):
+        a rich bar on a terminal, else step/total, epoch, loss, samples/s and ETA on each training line."""
+        if self.enabled and self._console is not None and self.console_enabled and self._progress is None:
+            from lakd.train.progress_display import ProgressDisplay
+
+            self._progress = ProgressDisplay(total_steps, step, console=self._console)
 
     def _log_wandb(self, values: Mapping[str, Any], step: int) -> None:
         if self._wandb_run is not None and values:
@@ -237,6 +253,9 @@ class RunLogger:
         self._write({"event": "summary", "time": round(time.time(), 3), **clean})
 
     def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         if self._wandb_run is not None:
             self._wandb_run.finish()
             self._wandb_run = None
