@@ -127,6 +127,7 @@ def train_classifier(
         enabled_on_rank0=dist.is_main,
         job_type=kind,
         tags=[kind],
+        wandb_dir=cfg.run_dir,
     )
     trainer = Trainer(
         model,

@@ -4,8 +4,10 @@
 service: `lakd status` reads its last line, plots read all of it. Each line has ``step`` and ``time`` (unix
 seconds) plus the logged values (``train/loss``, ``train/lr``, ``dev/ua``, ...) or an ``event`` name.
 
-W&B offline runs are written under ``<run_dir>/wandb/``
-(upload later with ``wandb sync <run_dir>/wandb/offline-run-*``).
+W&B offline runs of every stage of a run land in one folder, ``<run_dir>/wandb/`` (the recipes pass the
+experiment's run directory as ``wandb_dir``; upload later with ``wandb sync <run_dir>/wandb/offline-run-*``).
+W&B's own environment variables win over the config, as W&B users expect (`wandb_settings`): WANDB_MODE,
+WANDB_PROJECT, WANDB_ENTITY, WANDB_DIR, and WANDB_RUN_ID (which `wandb agent` sets for a sweep's run).
 The W&B run id is kept in ``<run_dir>/wandb_run_id`` so a resumed or requeued job continues the same run;
 every value is logged against the custom x-axis ``trainer/step`` so repeated steps after a resume do not
 trip W&B's monotonic-step check. Beside scalars, W&B gets images (confusion matrices), tables, confusion-matrix
@@ -30,6 +32,29 @@ METRICS_FILE = "metrics.jsonl"
 _DETAIL_PREFIXES = ("recall_", "precision_", "f1_")  # per-class values: in metrics.jsonl and W&B, not the console
 _IN_PROGRESS_LINE = ("train/loss", "train/epoch", "train/samples_per_s")  # shown by the progress text already
 WANDB_ID_FILE = "wandb_run_id"
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def wandb_settings(wandb_cfg: Any, default_dir: str | os.PathLike) -> dict:
+    """mode, project, entity, dir and run id of a run: W&B's environment variables over the config over defaults.
+
+    A cluster job or `wandb agent` sets them for one run without editing its config (WANDB_MODE=offline on
+    nodes without network, WANDB_DIR on a scratch disk), so they must win; W&B's legacy spellings
+    (dryrun, run) and WANDB_DISABLED=true are understood too."""
+    env = os.environ
+    mode = env.get("WANDB_MODE") or (getattr(wandb_cfg, "mode", "disabled") if wandb_cfg is not None else "disabled")
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
+    if env.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+        mode = "disabled"
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb.mode (or WANDB_MODE) must be online, offline or disabled, got {mode!r}")
+    return {
+        "mode": mode,
+        "project": env.get("WANDB_PROJECT") or getattr(wandb_cfg, "project", None) or "lakd",
+        "entity": env.get("WANDB_ENTITY") or getattr(wandb_cfg, "entity", None),
+        "dir": env.get("WANDB_DIR") or str(default_dir),
+        "run_id": env.get("WANDB_RUN_ID") or None,
+    }
 
 
 def _to_float(v: Any) -> Any:
@@ -74,6 +99,7 @@ class RunLogger:
         console: bool = True,
         job_type: str | None = None,
         tags: list[str] | None = None,
+        wandb_dir: str | os.PathLike | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.enabled = bool(enabled_on_rank0)
@@ -91,17 +117,15 @@ class RunLogger:
             from rich.console import Console
 
             self._console = Console(stderr=True, highlight=False, soft_wrap=True)
-        mode = getattr(wandb_cfg, "mode", "disabled") if wandb_cfg is not None else "disabled"
-        if mode not in ("online", "offline", "disabled"):
-            raise ValueError(f"wandb.mode must be online, offline or disabled, got {mode!r}")
-        if mode != "disabled":
-            self._wandb_run = self._init_wandb(wandb_cfg, mode, cfg_dict, name, group, job_type, tags or [])
+        settings = wandb_settings(wandb_cfg, wandb_dir or self.run_dir)
+        if settings["mode"] != "disabled":
+            self._wandb_run = self._init_wandb(wandb_cfg, settings, cfg_dict, name, group, job_type, tags or [])
 
     # ------------------------------------------------------------------------------------------ W&B
     def _init_wandb(
         self,
         wcfg: Any,
-        mode: str,
+        settings: dict,
         cfg_dict: Mapping | None,
         name: str | None,
         group: str | None,
@@ -111,23 +135,22 @@ class RunLogger:
         import wandb
 
         id_file = self.run_dir / WANDB_ID_FILE
-        if id_file.exists():
-            run_id = id_file.read_text().strip()
-        else:
-            run_id = uuid.uuid4().hex[:12]
+        run_id = settings["run_id"] or (id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12])
+        if not id_file.exists() or id_file.read_text().strip() != run_id:
             from lakd.io import atomic_write_bytes
 
             atomic_write_bytes(id_file, run_id.encode())
+        Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
         run = wandb.init(
-            project=getattr(wcfg, "project", "lakd"),
-            entity=getattr(wcfg, "entity", None),
+            project=settings["project"],
+            entity=settings["entity"],
             group=group or getattr(wcfg, "group", None),
             name=name,
             tags=list(dict.fromkeys([*(getattr(wcfg, "tags", []) or []), *tags])),
             job_type=job_type,
             config=dict(cfg_dict or {}),
-            dir=str(self.run_dir),
-            mode=mode,
+            dir=settings["dir"],
+            mode=settings["mode"],
             id=run_id,
             resume="allow",
             reinit="create_new",
