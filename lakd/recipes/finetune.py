@@ -51,8 +51,10 @@ def train_classifier(
     """Train an SERModel on the training shards of `languages`, select on dev, return the best checkpoint dir.
 
     `loss_factory(model, device, dist) -> loss_fn(model, batch) -> (loss, terms)` lets the distillation recipe
-    reuse this loop; by default the loss is cross-entropy on the labels. `on_eval(metrics)` sees every dev
-    evaluation (Ray Tune reports through it).
+    reuse this loop; by default the loss is cross-entropy on the labels. `on_eval(metrics, trainer)` sees every
+    dev evaluation once the trainer is done with it, its best/ checkpoint written (Ray Tune reports through it,
+    and a scheduler may end the process inside the call): the trainer calls eval_fn before it saves, so the
+    call is deferred to the start of the next training step, or to the end of training for the last one.
     """
     from lakd.data.loader import build_loader
     from lakd.models.ser import SERModel
@@ -105,11 +107,24 @@ def train_classifier(
 
     dev_eval = make_dev_eval_fn(cfg, languages, device, dist, on_report=log_dev_views)
 
+    unreported: list[dict] = []  # dev evaluations not yet handed to on_eval (see the docstring)
+
     def eval_fn(m):
         metrics = dev_eval(m)
         if on_eval is not None:
-            on_eval(metrics)
+            unreported.append(metrics)
         return metrics
+
+    def report_evaluations():
+        while unreported:
+            on_eval(unreported.pop(0), trainer)
+
+    if on_eval is not None:
+        step_loss = loss_fn
+
+        def loss_fn(m, batch):
+            report_evaluations()
+            return step_loss(m, batch)
 
     meta = {
         "kind": kind,
@@ -149,6 +164,7 @@ def train_classifier(
     )
     try:
         summary = trainer.fit()
+        report_evaluations()
         if cfg.wandb.log_checkpoint and (out_dir / "best").exists():
             logger.log_artifact(out_dir / "best", f"{cfg.name}-{out_dir.name}", metadata=summary)
     finally:
