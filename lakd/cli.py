@@ -23,6 +23,7 @@ from lakd.cli_common import (
     progress_bar,
 )
 from lakd.cli_inference import evaluate_cmd, export_cmd, predict_cmd
+from lakd.tune.cli import tune_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__ or "lakd")
 shards_app = typer.Typer(no_args_is_help=True, help="Make, import, index and inspect audio shards.")
@@ -37,6 +38,7 @@ app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_cmd)
 app.command("predict")(predict_cmd)
 app.command("export")(export_cmd)
+app.command("tune")(tune_cmd)
 
 
 def _print_version(value: bool) -> None:
