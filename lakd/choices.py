@@ -8,7 +8,7 @@ tests/test_config.py checks that every implementation covers exactly the values 
 
 Owners: weighting and KL reduction -> lakd.distill.losses; online teacher modes -> lakd.recipes.distill;
 model families -> lakd.models.backbone; precisions and LR schedules -> lakd.train.optim;
-executors -> lakd.launch.
+executors -> lakd.launch; missing shards -> lakd.data.loader.
 """
 
 from __future__ import annotations
@@ -28,3 +28,5 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # what `optim.precision: auto` resolves t
 LR_SCHEDULES = ("cosine", "linear", "constant")
 
 EXECUTORS = ("slurm", "local", "debug")
+
+MISSING_SHARDS = ("error", "skip")  # data.missing_shards: what a shard that index.json lists but the disk lacks does

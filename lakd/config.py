@@ -36,6 +36,8 @@ class DataConfig:
     language_alpha: float = 1.0  # temperature sampling p_l ~ n_l^alpha (1 = natural, 0 = uniform)
     epoch_samples: int | None = None  # samples per epoch per rank (default: the training set size)
     strict: bool = False  # fail fast on bad data instead of counted skips
+    missing_shards: str = "error"  # a shard index.json lists but the disk lacks: error | skip (counted, reported)
+    max_decoded_seconds: float = 600.0  # longer audio (by its header) is skipped as too_long, never decoded
 
 
 @dataclass
@@ -275,6 +277,9 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.distill.kd_weight <= 1.0:
         raise ConfigError(f"distill.kd_weight must be in [0, 1], got {cfg.distill.kd_weight}")
     _check_choice("launch.executor", cfg.launch.executor, C.EXECUTORS)
+    _check_choice("data.missing_shards", cfg.data.missing_shards, C.MISSING_SHARDS)
+    if not cfg.data.max_decoded_seconds > 0:
+        raise ConfigError(f"data.max_decoded_seconds must be > 0, got {cfg.data.max_decoded_seconds}")
     for section in ("teacher", "student"):
         _check_choice(f"{section}.family", getattr(cfg, section).family, C.MODEL_FAMILIES)
     for section in ("teacher_optim", "student_optim"):
