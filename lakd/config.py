@@ -99,7 +99,8 @@ class StageResources:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    setup: list = field(default_factory=list)  # shell lines run before the job (module load, venv)
+    # shell lines run before the job (module load, venv); one string is one line (never split at commas)
+    setup: list = field(default_factory=list, metadata={"split_commas": False})
 
 
 @dataclass
@@ -128,6 +129,8 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch intra-op threads (None = torch default)
+    # a rerun whose result-affecting settings changed (lakd.config_diff): refuse | restart | resume
+    on_config_change: str = "refuse"
     labels: list = field(default_factory=lambda: list(DEFAULT_LABELS))
     languages: list = field(default_factory=lambda: ["en", "fi", "fr"])
     data: DataConfig = field(default_factory=DataConfig)
@@ -153,18 +156,48 @@ class Config:
 
 
 class ConfigError(ValueError):
-    pass
+    """A config value or key is wrong; the message is one line naming the file or key and what is allowed."""
 
 
-def _coerce(value: Any, typ: Any, where: str) -> Any:
+def closest(name: str, options) -> str:
+    """ " (did you mean 'x'?)" for the option nearest to a misspelt `name`, or "" when none is near."""
+    import difflib
+
+    match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def unknown_key_error(where: str, key: str, options) -> ConfigError:
+    return ConfigError(f"{where}: unknown key {key!r}{closest(key, options)}; valid keys: {', '.join(sorted(options))}")
+
+
+def _coerce_list(value: Any, where: str, split_commas: bool) -> list:
+    """A list setting: YAML lists as they are; one string becomes a list of its comma-separated items
+    (`languages=en,fi` -> [en, fi], `labels=anger` -> [anger]) or, for shell lines, a list of that one string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()] if split_commas else [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(f"{where}: expected a list (e.g. [a, b] or a,b), got {value!r}")
+
+
+def _coerce(value: Any, typ: Any, where: str, split_commas: bool = True) -> Any:
     if dataclasses.is_dataclass(typ):
         if isinstance(value, typ):
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dataclass_from_dict(typ, value, where)
+    if typ is list or get_origin(typ) is list:
+        return _coerce_list(value, where, split_commas)
     if value is None:
         return None
+    if typ is dict or get_origin(typ) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping (key: value), got {value!r}")
+        return value
     origin = get_origin(typ)
     args = [a for a in get_args(typ) if a is not type(None)]
     if origin is None and typ in (int, float, bool, str):
@@ -180,21 +213,29 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
-        if target is int and isinstance(value, float) and not value.is_integer():
+        if target is bool and not isinstance(value, bool) and value not in (0, 1):
+            raise ValueError(value)
+        if target is int and isinstance(value, (float, bool)) and not (isinstance(value, float) and value.is_integer()):
+            raise ValueError(value)
+        if target in (int, float) and isinstance(value, (list, dict)):
             raise ValueError(value)
         return target(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: cannot read {value!r} as {target.__name__}") from e
 
 
+def _coerce_field(cls, name: str, value: Any, where: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _coerce(value, get_type_hints(cls)[name], where, f.metadata.get("split_commas", True))
+
+
 def dataclass_from_dict(cls, d: dict, where: str):
     """Build dataclass `cls` from a mapping; unknown keys and uncoercible values raise ConfigError naming `where`."""
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()}
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in d:
+        if k not in names:
+            raise unknown_key_error(where, k, names)
+    kwargs = {k: _coerce_field(cls, k, v, f"{where}.{k}") for k, v in d.items()}
     base = cls()
     for k, v in kwargs.items():
         setattr(base, k, v)
@@ -202,24 +243,39 @@ def dataclass_from_dict(cls, d: dict, where: str):
 
 
 def set_path(cfg: Config, dotted: str, value: Any) -> None:
-    obj = cfg
+    """Set `a.b.c` to `value` (coerced to the field's type). Inside a mapping setting (backbone, resources,
+    synth) missing levels are created; an unknown or misspelt key is a ConfigError naming it."""
+    obj: Any = cfg
     parts = dotted.split(".")
-    for p in parts[:-1]:
-        obj = obj[p] if isinstance(obj, dict) else getattr(obj, p)
-    last = parts[-1]
-    if isinstance(obj, dict):
-        obj[last] = value
-        return
-    if not hasattr(obj, last):
-        raise ConfigError(f"override {dotted!r}: {type(obj).__name__} has no field {last!r}")
-    setattr(obj, last, _coerce(value, get_type_hints(type(obj))[last], dotted))
+    for depth, p in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(obj, dict):
+            if last:
+                obj[p] = value
+                return
+            if obj.get(p) is None:
+                obj[p] = {}
+            obj = obj[p]
+        elif dataclasses.is_dataclass(obj):
+            names = [f.name for f in dataclasses.fields(obj)]
+            if p not in names:
+                raise unknown_key_error(f"override {dotted}", p, names)
+            if last:
+                setattr(obj, p, _coerce_field(type(obj), p, value, dotted))
+                return
+            obj = getattr(obj, p)
+        else:
+            raise ConfigError(f"override {dotted}: {'.'.join(parts[:depth])} is a value ({obj!r}), not a section")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.path=value")
     k, v = text.split("=", 1)
-    return k.strip(), yaml.safe_load(v)
+    try:
+        return k.strip(), yaml.safe_load(v)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from e
 
 
 def config_from_dict(d: dict, where: str = "config") -> Config:
@@ -260,37 +316,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def validate(cfg: Config) -> None:
-    """Check values the dataclass types cannot. Enumerated fields take their allowed values from lakd.choices,
-    the one list that the implementing modules (losses, backbone, train, launch) import as well."""
-    from lakd import choices as C
+    """Check values the dataclass types cannot (lakd.config_checks): one ConfigError naming the key."""
+    from lakd.config_checks import check_config
 
-    if len(set(cfg.labels)) != len(cfg.labels) or not cfg.labels:
-        raise ConfigError(f"labels must be a non-empty list of distinct names, got {cfg.labels}")
-    if len(set(cfg.languages)) != len(cfg.languages) or not cfg.languages:
-        raise ConfigError(f"languages must be a non-empty list of distinct ISO codes, got {cfg.languages}")
-    if cfg.distill.weighting in C.RENAMED_WEIGHTING_MODES:
-        hint = C.RENAMED_WEIGHTING_MODES[cfg.distill.weighting]
-        raise ConfigError(f"distill.weighting {cfg.distill.weighting!r} was renamed: use {hint}")
-    _check_choice("distill.weighting", cfg.distill.weighting, C.WEIGHTING_MODES)
-    _check_choice("distill.kl_reduction", cfg.distill.kl_reduction, C.KL_REDUCTIONS)
-    _check_choice("distill.online_teacher_mode", cfg.distill.online_teacher_mode, C.ONLINE_TEACHER_MODES)
-    if not 0.0 <= cfg.distill.kd_weight <= 1.0:
-        raise ConfigError(f"distill.kd_weight must be in [0, 1], got {cfg.distill.kd_weight}")
-    _check_choice("launch.executor", cfg.launch.executor, C.EXECUTORS)
-    _check_choice("data.missing_shards", cfg.data.missing_shards, C.MISSING_SHARDS)
-    if not cfg.data.max_decoded_seconds > 0:
-        raise ConfigError(f"data.max_decoded_seconds must be > 0, got {cfg.data.max_decoded_seconds}")
-    for section in ("teacher", "student"):
-        _check_choice(f"{section}.family", getattr(cfg, section).family, C.MODEL_FAMILIES)
-    for section in ("teacher_optim", "student_optim"):
-        optim = getattr(cfg, section)
-        _check_choice(f"{section}.precision", optim.precision, ("auto", *C.PRECISIONS))
-        _check_choice(f"{section}.schedule", optim.schedule, C.LR_SCHEDULES)
-
-
-def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
+    check_config(cfg)
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -138,7 +138,7 @@ def test_stage_resources_default_alias_and_errors():
     with pytest.raises(ConfigError, match="launch.resources.techers: unknown stage"):
         stage_resources(cfg, "teachers")
     cfg.launch.resources = {"teachers": {"gpu": 1}}
-    with pytest.raises(ConfigError, match=r"launch.resources.teachers: unknown key\(s\) \['gpu'\]"):
+    with pytest.raises(ConfigError, match=r"launch.resources.teachers: unknown key 'gpu' \(did you mean 'gpus'\?\)"):
         stage_resources(cfg, "teachers")
 
 

@@ -40,7 +40,7 @@ def test_the_documented_space_file_is_the_default_and_depths_follow_the_students
     "entries, message",
     [
         ({"student.attention_depth": {"choice": [1, 2, 3]}}, "depth 3 outside [1, 2]"),
-        ({"distill.kd_weigth": {"uniform": [0.1, 0.9]}}, "no field 'kd_weigth'"),
+        ({"distill.kd_weigth": {"uniform": [0.1, 0.9]}}, "unknown key 'kd_weigth' (did you mean 'kd_weight'?)"),
         ({"distill.kd_weight": {"uniform": [0.5, 1.5]}}, "kd_weight must be in [0, 1]"),
         ({"distill.temperature": {"loguniform": [0.0, 10.0]}}, "low > 0"),
         ({"distill.temperature": {"uniform": [5.0, 1.0]}}, "low must be below high"),

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakd.choices import STAGE_ALIASES, STAGES
 from lakd.config import Config, ConfigError, StageResources, dataclass_from_dict
 from lakd.launch.units import LaunchError, read_done, unit_dir
 
-STAGES = ("shards", "teachers", "cache", "student", "evaluate")
-# other names accepted as keys of launch.resources (the built-in configs say "teacher")
-STAGE_ALIASES = {"prepare": "shards", "data": "shards", "teacher": "teachers", "distill": "student", "eval": "evaluate"}
 DEFAULT_RECIPES = {
     "shards": "lakd.recipes.prepare:run",  # run(cfg) -> data dir | None
     "teachers": "lakd.recipes.finetune:run_teacher",  # run_teacher(cfg, language) -> checkpoint dir
