@@ -168,3 +168,13 @@ def test_evaluation_run_logs_test_metrics_per_language_and_confusion_images(logg
     assert rows["columns"] == ["language", "class", "support", "recall", "precision", "f1"]
     assert len(rows["data"]) == (len(LANGS) + 1) * len(LABELS)
     assert any("test/confusion_matrix_table" in r for r in run["history"])
+
+
+def test_a_logger_without_wandb_config_starts_no_run_whatever_the_environment(tmp_path, monkeypatch):
+    """The trainer's default logger (no config) must not open W&B runs because WANDB_MODE is set for real runs."""
+    from lakd.train.logging import RunLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with RunLogger(tmp_path) as logger:
+        assert logger.wandb_run is None
+    assert not (tmp_path / "wandb").exists()

@@ -42,7 +42,8 @@ def wandb_settings(wandb_cfg: Any, default_dir: str | os.PathLike) -> dict:
     nodes without network, WANDB_DIR on a scratch disk), so they must win; W&B's legacy spellings
     (dryrun, run) and WANDB_DISABLED=true are understood too."""
     env = os.environ
-    mode = env.get("WANDB_MODE") or (getattr(wandb_cfg, "mode", "disabled") if wandb_cfg is not None else "disabled")
+    # a logger given no W&B config (the trainer's default one, unit tests) starts no W&B run, whatever WANDB_MODE says
+    mode = "disabled" if wandb_cfg is None else (env.get("WANDB_MODE") or getattr(wandb_cfg, "mode", "disabled"))
     mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
     if env.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
         mode = "disabled"
