@@ -21,7 +21,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lakd.config import Config, ConfigError, config_hash, load_config
+from lakd.config import Config, ConfigError, load_config
 from lakd.tune import results as R
 from lakd.tune.space import SearchSpace, load_space, space_digest
 
@@ -108,7 +108,7 @@ def evaluations_per_trial(cfg: Config, space: SearchSpace) -> int:
 
 def _search_record(opts: SearchOptions, cfg: Config, space: SearchSpace, seed: int) -> dict:
     return {
-        "config_hash": config_hash(cfg),
+        "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
         "space": json.loads(space_digest(space)),
         "algorithm": opts.algorithm,
         "scheduler": opts.scheduler,
@@ -121,12 +121,21 @@ def _check_resumable(search_dir: Path, record: dict) -> None:
     if not path.exists():
         return
     earlier = json.loads(path.read_text())
-    changed = [k for k in record if earlier.get(k) != record[k]]
+    changed = [k for k in record if k != "config" and earlier.get(k) != record[k]]
+    old, new = _flat(earlier.get("config", {})), _flat(record["config"])
+    changed += [f"config {k}" for k in sorted(set(old) & set(new)) if old[k] != new[k]]  # fields lakd added since: ok
     if changed:
         raise ConfigError(
             f"search {search_dir} was started with another {', '.join(changed)}; resuming it would mix two "
             "searches. Give this one another --name (or delete that directory)."
         )
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def _prepare_shared(cfg: Config, opts: SearchOptions) -> tuple[dict, str | None]:
@@ -251,7 +260,7 @@ def run_search(opts: SearchOptions) -> dict:
     )
     random.seed(seed)  # PBT's explore draws from Python's random module
     if resume:
-        log.info("resuming the search in %s", search_dir)
+        log.warning("resuming the search in %s (finished trials are kept)", search_dir)
         tuner = tune.Tuner.restore(str(search_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         num_samples = opts.num_samples or (1 if opts.algorithm == "grid" else 8)

@@ -15,14 +15,17 @@ term, dev WA/UA overall and per language), named `<experiment>-<trial>-λ0.31-T4
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 STUDENT = "student"  # the trial's run directory holds student/ as any lakd run does (best/, last/, metrics)
 RAY_STATE = ("last", "best")  # what a PBT checkpoint carries of the student directory
+STOP_GRACE_S = 60  # how long a stopped trial's process waits for its run to close (W&B flushes on finish)
 
 
 def trial_number(trial_id: str) -> str:
@@ -84,8 +87,15 @@ def run_trial(params: dict, *, base: dict, teachers: dict, cache_dir: str | None
         return
 
     final: list[dict] = []
+    closed = threading.Event()
 
     def on_eval(metrics: dict, trainer) -> None:
+        if not final and not on_eval.__dict__.get("waits"):
+            # A scheduler stops a trial by raising SystemExit in this thread (inside tune.report) and ending the
+            # process at once; wait at exit until the run below is closed, so its W&B run reaches the disk.
+            # Registered after W&B's own exit hook, so it runs first (atexit is last in, first out).
+            atexit.register(closed.wait, STOP_GRACE_S)
+            on_eval.waits = True
         progress = trainer.progress
         report = {**dev_report(metrics, list(cfg.languages)), "evals": evaluation_index(trainer), "step": progress.step}
         report["best_dev_ua"] = float(progress.best_metric) if progress.best_metric is not None else report["dev_ua"]
@@ -106,6 +116,7 @@ def run_trial(params: dict, *, base: dict, teachers: dict, cache_dir: str | None
         distill.run(cfg, teachers, cache_dir, name=STUDENT, on_eval=on_eval)
     finally:  # also when a scheduler stops the trial (SystemExit inside a report)
         close_wandb_service()
+        closed.set()
     for report in final:
         tune.report(report)
 
