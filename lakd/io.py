@@ -4,14 +4,16 @@ Every file lakd writes for someone else to read goes through here, so a killed j
 file or a half-written shard behind: data goes to a hidden temporary file beside the target, is fsynced,
 then renamed over it. Temporary files and directories are created with mode 0o666 / 0o777 and the kernel
 applies the user's umask, so results get the permissions a plain `open()` would give them (e.g. 0o644
-under umask 022), not `mkstemp`'s 0o600. (Reading the umask instead would mean setting it, which is
-process-wide and races with other threads.)
+under umask 022), not `mkstemp`'s 0o600; `apply_umask` gives the same modes to files that other writers
+(safetensors) create 0o600. (Reading the umask instead would mean setting it, which is process-wide and races
+with other threads.)
 
 This module imports nothing from lakd: every layer may use it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -61,8 +63,34 @@ def create_temp_dir(beside: str | os.PathLike, suffix: str = ".tmp") -> Path:
     raise FileExistsError(f"{beside.parent}: no free temporary directory name for {beside.name}")
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os error 28", "os error 122")
+
+
+def disk_full_error(exc: BaseException, path: str | os.PathLike) -> OSError | None:
+    """An OSError "[Errno 28] No space left on device: '<path>'" when `exc` or what caused it says the disk (or
+    the quota) is full; None for any other error.
+
+    Writers below Python report a full disk as their own error, without the path: torch.save raises
+    "unexpected pos ..." with the OSError only as its context, safetensors says "os error 28" in its message.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        code = getattr(e, "errno", None)
+        if code in _DISK_FULL or any(t in str(e).lower() for t in _DISK_FULL_TEXT):
+            code = code if code in _DISK_FULL else errno.ENOSPC
+            return OSError(code, os.strerror(code), str(path))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(fileobj)` on a temp file beside `path`, fsync, then rename: readers never see a torn file."""
+    """Call `write(fileobj)` on a temp file beside `path`, fsync, then rename: readers never see a torn file.
+
+    On failure the temp file is removed; a full disk is raised as an OSError naming `path` (`disk_full_error`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     f, tmp = create_temp_file(path.parent, f".{path.name}.", ".tmp")
@@ -72,8 +100,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        full = disk_full_error(e, path)
+        if full is not None:
+            raise full from e
         raise
 
 
@@ -92,6 +123,22 @@ def fsync_files(directory: str | os.PathLike) -> None:
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+
+
+def apply_umask(directory: str | os.PathLike) -> None:
+    """Give every regular file directly in `directory` the mode a plain `open()` would give it under the
+    current umask (0o666 less umask). For writers that ignore the umask: safetensors creates its files 0o600.
+    The umask is read from a probe file created here (reading it with os.umask would set it, process-wide)."""
+    directory = Path(directory)
+    f, probe = create_temp_file(directory, ".umask-probe.", ".tmp")
+    f.close()
+    try:
+        mode = probe.stat().st_mode & 0o777
+    finally:
+        probe.unlink(missing_ok=True)
+    for p in directory.iterdir():
+        if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o777 != mode:
+            os.chmod(p, mode)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

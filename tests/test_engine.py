@@ -1,161 +1,33 @@
 """The training engine on a tiny model with in-memory batches: learning, files, exact resume after a crash
-or a preemption signal, early stopping, grad accumulation, non-finite steps, DDP and DeepSpeed (subprocesses)."""
+or a preemption signal, early stopping, grad accumulation, non-finite steps, extra modules; and with the real
+loader and SERModel. DDP and DeepSpeed (subprocesses): test_engine_parallel.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tiny_training import (
+    TinySER,
+    ce_loss,
+    dev_eval_fn,
+    make_batches,
+    make_trainer,
+    optim,
+    params_of,
+)
 
-from lakd.config import OptimConfig
 from lakd.train.checkpoint import load_trainer_state
-from lakd.train.distributed import find_free_port
 from lakd.train.engine import Trainer
 from lakd.train.logging import read_metrics
 from lakd.train.optim import lr_lambda
 from lakd.train.preemption import EXIT_PREEMPTED, Preempted
-
-REPO = Path(__file__).resolve().parents[1]
-N_CLASSES = 3
-FRAME = 40
-
-
-# ------------------------------------------------------------------------------------ tiny model + data
-
-
-@dataclass
-class TinyOutput:
-    logits: torch.Tensor
-    pooled: torch.Tensor
-
-
-class TinySER(nn.Module):
-    """Same interface as lakd.models.ser.SERModel: forward(input_values, attention_mask, language_ids)."""
-
-    def __init__(self, hidden: int = 16, n_languages: int = 2, dropout: float = 0.2):
-        super().__init__()
-        self.frame = nn.Linear(FRAME, hidden)
-        self.lang = nn.Embedding(n_languages + 1, hidden)
-        self.norm = nn.LayerNorm(hidden)
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, N_CLASSES)
-
-    def forward(self, input_values, attention_mask=None, language_ids=None):
-        b, t = input_values.shape
-        x = input_values[:, : t // FRAME * FRAME].reshape(b, -1, FRAME)
-        h = torch.tanh(self.frame(x))
-        if attention_mask is not None:
-            m = attention_mask[:, : t // FRAME * FRAME].reshape(b, -1, FRAME).float().amin(-1, keepdim=True)
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
-        else:
-            pooled = h.mean(1)
-        if language_ids is not None:
-            pooled = pooled + self.lang(language_ids.clamp(min=-1) + 1)
-        pooled = self.drop(self.norm(pooled))
-        return TinyOutput(self.head(pooled), pooled)
-
-    def save_pretrained(self, directory, extra_meta=None):
-        import shutil
-
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        if directory.exists():  # like SERModel: the directory is replaced as a whole
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / "model.safetensors"))
-        (directory / "lakd.json").write_text(json.dumps({"kind": "tiny", **(extra_meta or {})}, default=str))
-
-    @classmethod
-    def from_pretrained(cls, directory):
-        from safetensors.torch import load_file
-
-        m = cls()
-        m.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
-        return m
-
-
-def make_batches(
-    epoch: int, n_batches: int = 6, batch_size: int = 8, seed: int = 0, rank: int = 0, world_size: int = 1
-) -> list[dict]:
-    """Deterministic per epoch; class k = a louder signal with k-dependent offset; ragged lengths."""
-    out = []
-    for b in range(n_batches):
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch * 1_009 + b * world_size + rank)
-        labels = torch.randint(0, N_CLASSES, (batch_size,), generator=g)
-        lengths = torch.randint(4 * FRAME, 8 * FRAME + 1, (batch_size,), generator=g)
-        x = 0.3 * torch.randn(batch_size, 8 * FRAME, generator=g) + 0.5 * labels[:, None].float()
-        mask = (torch.arange(8 * FRAME)[None] < lengths[:, None]).long()
-        out.append(
-            {
-                "input_values": x * mask,
-                "attention_mask": mask,
-                "labels": labels,
-                "language_ids": torch.randint(-1, 2, (batch_size,), generator=g),
-                "keys": [f"e{epoch}b{b}i{i}" for i in range(batch_size)],
-                "languages": ["en"] * batch_size,
-            }
-        )
-    return out
-
-
-def ce_loss(model, batch):
-    out = model(batch["input_values"], batch["attention_mask"], batch["language_ids"])
-    ce = F.cross_entropy(out.logits, batch["labels"])
-    return ce, {"ce": ce.detach(), "pooled_norm": out.pooled.norm(dim=-1).mean().detach()}
-
-
-def dev_eval_fn(n_batches: int = 2):
-    dev = make_batches(999, n_batches=n_batches)
-
-    def fn(model):
-        correct = total = 0
-        for b in dev:
-            pred = model(b["input_values"], b["attention_mask"], b["language_ids"]).logits.argmax(-1)
-            correct += int((pred == b["labels"]).sum())
-            total += len(pred)
-        return {"ua": correct / total, "wa": correct / total}
-
-    return fn
-
-
-def optim(**kw) -> OptimConfig:
-    base = dict(epochs=2, lr=3e-2, warmup_ratio=0.2, grad_clip=1.0, checkpoint_every=1000, precision="fp32")
-    base.update(kw)
-    return OptimConfig(**base)
-
-
-def make_trainer(tmp: Path, cfg: OptimConfig, loss_fn=ce_loss, eval_fn=None, n_batches=6, seed=0, **kw) -> Trainer:
-    torch.manual_seed(seed)
-    model = TinySER()
-    return Trainer(
-        model,
-        cfg,
-        loss_fn=loss_fn,
-        train_loader_factory=lambda e: make_batches(e, n_batches),
-        steps_per_epoch=n_batches,
-        out_dir=tmp,
-        eval_fn=eval_fn,
-        seed=seed,
-        log_every=2,
-        extra_meta={"recipe": "unit-test"},
-        **kw,
-    )
-
-
-def params_of(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-
 
 # ---------------------------------------------------------------------------------------------- tests
 
@@ -376,201 +248,6 @@ def test_extra_modules_are_trained_saved_and_resumed(tmp_path):
     assert torch.equal(proj_a.weight, proj_b.weight) and torch.equal(proj_a.bias, proj_b.bias)  # resumed
     a, b = params_of(straight), params_of(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-# ------------------------------------------------------------------------------ multi-process (torchrun)
-
-DDP_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    sys.path.insert(0, {tests!r}); sys.path.insert(0, {repo!r})
-    import torch
-    torch.set_num_threads(1)
-    from test_engine import TinySER, make_batches, ce_loss, optim
-    from lakd.train.distributed import init_distributed, all_gather_object
-    from lakd.train.engine import Trainer
-
-    dist = init_distributed()
-    torch.manual_seed(0)
-    model = TinySER(dropout=0.0)
-    use_ds = {deepspeed!r}
-    t = Trainer(model, optim(epochs=1, warmup_ratio=0.0), loss_fn=ce_loss, steps_per_epoch=3,
-                train_loader_factory=lambda e: make_batches(e, 3, 4, rank=dist.rank, world_size=dist.world_size),
-                out_dir={out!r}, dist=dist, use_deepspeed=use_ds, zero_stage={zero}, micro_batch_size=4)
-    t.fit()
-    params = {{k: v.tolist() for k, v in t.model.state_dict().items()}}
-    gathered = all_gather_object(params)
-    if dist.is_main:
-        json.dump({{"same": all(g == gathered[0] for g in gathered), "params": gathered[0],
-                   "world": dist.world_size, "launcher": dist.launcher}}, open({result!r}, "w"))
-""")
-
-
-def run_torchrun(tmp_path: Path, nproc: int, deepspeed: bool = False, zero: int = 0) -> dict:
-    result = tmp_path / f"result_{nproc}.json"
-    script = tmp_path / "train_script.py"
-    script.write_text(
-        DDP_SCRIPT.format(
-            tests=str(REPO / "tests"),
-            repo=str(REPO),
-            out=str(tmp_path / f"run{nproc}"),
-            result=str(result),
-            deepspeed=deepspeed,
-            zero=zero,
-        )
-    )
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LAKD_LAUNCHER")
-    }
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = (
-        [str(torchrun), "--nproc_per_node", str(nproc), "--master_port", str(find_free_port()), str(script)]
-        if nproc > 1
-        else [sys.executable, str(script)]
-    )
-    rc, out = run_in_new_session(cmd, env=env, cwd=tmp_path, timeout=240)
-    assert rc == 0, out[-6000:]
-    return json.loads(result.read_text())
-
-
-def run_in_new_session(cmd, env, cwd, timeout):
-    """Run a launcher; on timeout kill its whole process group (no orphaned ranks left behind)."""
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{cmd[0]} timed out after {timeout}s:\n{out[-6000:]}")
-    return proc.returncode, out
-
-
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    """2 ranks x 4 samples (DDP, gloo) == 1 process x 8 samples (the same samples): gradients are averaged."""
-    two = run_torchrun(tmp_path, 2)
-    assert two["same"] and two["world"] == 2 and two["launcher"] == "torchrun"
-    # one process seeing both ranks' batches concatenated
-    torch.manual_seed(0)
-    model = TinySER(dropout=0.0)
-
-    def merged(epoch):
-        r0, r1 = make_batches(epoch, 3, 4, rank=0, world_size=2), make_batches(epoch, 3, 4, rank=1, world_size=2)
-        return [
-            {k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a} for a, b in zip(r0, r1)
-        ]
-
-    t = Trainer(
-        model,
-        optim(epochs=1, warmup_ratio=0.0),
-        loss_fn=ce_loss,
-        train_loader_factory=merged,
-        steps_per_epoch=3,
-        out_dir=tmp_path / "one",
-    )
-    t.fit()
-    for k, v in t.model.state_dict().items():
-        torch.testing.assert_close(torch.tensor(two["params"][k]), v, rtol=1e-4, atol=1e-5)
-
-
-# ---------------------------------------------------------------------------------------------- DeepSpeed
-# DeepSpeed creates a process group and global state, so it runs in a subprocess, never inside pytest.
-
-DS_SINGLE_SCRIPT = textwrap.dedent("""
-    import json, sys, time
-    sys.path.insert(0, {tests!r}); sys.path.insert(0, {repo!r})
-    import torch
-    torch.set_num_threads(1)
-    from test_engine import TinySER, make_batches, ce_loss, optim
-    from lakd.train.distributed import init_distributed
-    from lakd.train.engine import Trainer
-
-    dist = init_distributed()
-    out = {{}}
-
-    def train(name, use_ds, zero, loss_fn=ce_loss, dropout=0.0, **cfg):
-        torch.manual_seed(0)
-        m = TinySER(dropout=dropout)
-        t0 = time.perf_counter()
-        t = Trainer(m, optim(**cfg), loss_fn=loss_fn, steps_per_epoch=6,
-                    train_loader_factory=lambda e: make_batches(e, 6), out_dir={out_dir!r} + "/" + name,
-                    dist=dist, use_deepspeed=use_ds, zero_stage=zero, micro_batch_size=8)
-        out[name + "_init_s"] = time.perf_counter() - t0
-        t.fit()
-        return torch.cat([p.detach().flatten() for p in m.parameters()])
-
-    ref = train("plain", False, 0, epochs=1, grad_accum=2)
-    for zero in (0, 1, 2):
-        out[f"diff_zero{{zero}}"] = float((train(f"ds{{zero}}", True, zero, epochs=1, grad_accum=2) - ref).abs().max())
-    # exact resume under ZeRO-2 with dropout and a crash after the checkpoint at step 4
-    cfg = dict(epochs=2, checkpoint_every=2)
-    straight = train("z2_straight", True, 2, dropout=0.2, **cfg)
-    calls = {{"n": 0}}
-    def crashing(model, batch):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise RuntimeError("node died")
-        return ce_loss(model, batch)
-    try:
-        train("z2_resumed", True, 2, loss_fn=crashing, dropout=0.2, **cfg)
-    except RuntimeError as e:
-        out["crash"] = str(e)
-    resumed = train("z2_resumed", True, 2, dropout=0.2, **cfg)
-    out["resume_diff"] = float((straight - resumed).abs().max())
-    json.dump(out, open({result!r}, "w"))
-""")
-
-
-def test_deepspeed_single_process_matches_torch_and_resumes_exactly(tmp_path):
-    result = tmp_path / "ds.json"
-    script = tmp_path / "ds_script.py"
-    script.write_text(
-        DS_SINGLE_SCRIPT.format(tests=str(REPO / "tests"), repo=str(REPO), out_dir=str(tmp_path), result=str(result))
-    )
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LAKD_LAUNCHER")
-    }
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    rc, out = run_in_new_session([sys.executable, str(script)], env=env, cwd=tmp_path, timeout=240)
-    assert rc == 0, out[-6000:]
-    r = json.loads(result.read_text())
-    for zero in (0, 1, 2):
-        assert r[f"diff_zero{zero}"] < 1e-5, r
-    assert r["crash"] == "node died"
-    assert r["resume_diff"] == 0.0, r
-    assert (tmp_path / "z2_resumed" / "last" / "deepspeed" / "state").is_dir()
-    assert (tmp_path / "ds2" / "best" / "model.safetensors").exists()
-
-
-@pytest.mark.slow
-def test_deepspeed_zero2_two_processes(tmp_path):
-    """2 ranks, gloo, ZeRO-2: identical parameters on both ranks, equal to one process on the merged batches."""
-    two = run_torchrun(tmp_path, 2, deepspeed=True, zero=2)
-    assert two["same"] and two["world"] == 2
-    torch.manual_seed(0)
-    model = TinySER(dropout=0.0)
-
-    def merged(epoch):
-        r0, r1 = make_batches(epoch, 3, 4, rank=0, world_size=2), make_batches(epoch, 3, 4, rank=1, world_size=2)
-        return [
-            {k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a} for a, b in zip(r0, r1)
-        ]
-
-    Trainer(
-        model,
-        optim(epochs=1, warmup_ratio=0.0),
-        loss_fn=ce_loss,
-        train_loader_factory=merged,
-        steps_per_epoch=3,
-        out_dir=tmp_path / "one",
-    ).fit()
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(torch.tensor(two["params"][k]), v, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ with the real loader + model

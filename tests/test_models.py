@@ -256,6 +256,7 @@ def test_save_and_load_round_trip(tmp_path):
     m.save_pretrained(target, extra_meta={"data_fingerprint": "abc", "again": True})  # overwrite in place
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp or backup dirs left
     assert sorted(p.name for p in target.iterdir()) == [
+        "checksums.json",
         "config.json",
         "lakd.json",
         "lakd_head.safetensors",

@@ -44,7 +44,7 @@ def test_terminal_gets_a_live_bar():
 
 
 def test_the_trainer_reports_progress_with_an_eta(tmp_path, capsys):
-    from test_engine import make_trainer, optim  # tests/ is on sys.path
+    from tiny_training import make_trainer, optim  # tests/ is on sys.path
 
     make_trainer(tmp_path, optim(epochs=2), n_batches=3).fit()  # 6 steps, a training line every 2
     lines = [l for l in capsys.readouterr().err.splitlines() if "/6 (" in l]

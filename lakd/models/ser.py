@@ -23,8 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
+from lakd.checksums import ChecksumError, verify_checksums, write_checksums
 from lakd.config import ModelConfig
-from lakd.io import create_temp_dir, fsync_files, replace_dir
+from lakd.io import apply_umask, create_temp_dir, disk_full_error, fsync_files, replace_dir
 from lakd.models.backbone import build_backbone, frame_mask, num_frames, quiet_progress, uses_attention_mask
 from lakd.models.pooling import HierarchicalAttentionPool, masked_mean
 
@@ -234,33 +235,48 @@ class SERModel(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike, extra_meta: dict | None = None) -> Path:
         """Write `config.json` + `model.safetensors` (backbone, loadable by transformers alone),
-        `lakd_head.safetensors` and `lakd.json`, atomically: built in a temp dir, then renamed into place."""
+        `lakd_head.safetensors`, `lakd.json` and `checksums.json` (sha256 of each, checked by `from_pretrained`),
+        atomically: built in a temp dir, then renamed into place. A failed write leaves no temp dir behind;
+        a full disk is raised as an OSError naming the file."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = create_temp_dir(directory)
+        writing = "model.safetensors"
         try:
             # the real labels in config.json: transformers (and the hub) read them from there, not from lakd.json
             self.backbone.config.id2label = dict(enumerate(self.labels))
             self.backbone.config.label2id = {label: i for i, label in enumerate(self.labels)}
             with quiet_progress():
                 self.backbone.save_pretrained(tmp)
+            writing = HEAD_NAME
             head = {k: v.detach().contiguous().cpu() for k, v in self.head_state_dict().items()}
             save_file(head, str(tmp / HEAD_NAME), metadata={"format": FORMAT})
+            writing = META_NAME
             (tmp / META_NAME).write_text(
                 json.dumps(self.metadata(extra_meta), indent=1, sort_keys=True, default=str) + "\n"
             )
+            apply_umask(tmp)  # safetensors writes 0o600 whatever the umask; a group must be able to read them
+            writing = "checksums.json"
+            write_checksums(tmp)
             fsync_files(tmp)  # durable before the rename makes them visible
             replace_dir(tmp, directory)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            full = disk_full_error(e, directory / writing)
+            if full is not None:
+                raise full from e
             raise
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> SERModel:
-        """Restore a model written by `save_pretrained` (in eval mode)."""
+        """Restore a model written by `save_pretrained` (in eval mode), its files checked against checksums.json."""
         meta = read_metadata(directory)
         directory = Path(directory)
+        try:
+            verify_checksums(directory)
+        except ChecksumError as e:
+            raise CheckpointError(str(e)) from e
         from lakd.config import ConfigError, dataclass_from_dict
 
         try:

@@ -174,7 +174,10 @@ def train_classifier(
 
 
 def run_teacher(cfg: Config, language: str) -> str:
-    """Train the teacher of one language (or all with 'multi') under run_dir/teachers/<language>/."""
+    """Train the teacher of one language (or all with 'multi') under run_dir/teachers/<language>/.
+
+    A rerun resumes it, or returns it when it is done, as long as its result-affecting settings are those it
+    was started with; otherwise `cfg.on_config_change` decides (refuse / restart / resume, lakd.train.run_dir)."""
     if language == common.MULTI:
         languages, kind = list(cfg.languages), "ft-multi"
     elif language in cfg.languages:
@@ -182,13 +185,13 @@ def run_teacher(cfg: Config, language: str) -> str:
     else:
         raise ValueError(f"language {language!r} is not in the config's languages {cfg.languages} (or use 'multi')")
     out = common.teacher_dir(cfg, language)
-    done = out / "best" / "lakd.json"
-    if done.exists() and (out / "done.json").exists():
-        log.info("teacher %s already trained: %s", language, out / "best")
-        return str(out / "best")
-    teacher_cfg = cfg.teacher
-    best = train_classifier(cfg, teacher_cfg, cfg.teacher_optim, languages, out, kind)
-    from lakd.io import atomic_write_json
+    with common.claim_output(cfg, out, "teachers"):  # one run at a time; a changed config is refused
+        done = out / "best" / "lakd.json"
+        if done.exists() and (out / "done.json").exists():
+            log.info("teacher %s already trained: %s", language, out / "best")
+            return str(out / "best")
+        best = train_classifier(cfg, cfg.teacher, cfg.teacher_optim, languages, out, kind)
+        from lakd.io import atomic_write_json
 
-    atomic_write_json(out / "done.json", {"checkpoint": str(best), "kind": kind})
+        atomic_write_json(out / "done.json", {"checkpoint": str(best), "kind": kind})
     return str(best)

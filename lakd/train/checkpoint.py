@@ -8,7 +8,10 @@ A run directory holds
 
 Directories are written to a hidden staging directory and swapped in with two renames by
 `lakd.io.replace_dir` (`last` -> `.last.old`, staging -> `last`); a crash between the renames leaves
-`.last.old`, which `resolve_dir` returns, so a reader always finds one complete checkpoint.
+`.last.old`, which `resolve_dir` returns, so a reader always finds one complete checkpoint. The last file
+written into the staging directory is `checksums.json` (lakd.checksums: sha256 of every file, DeepSpeed's
+too); `load_trainer_state` and `SERModel.from_pretrained` verify it. A write that fails (a full disk: an
+OSError naming the file) removes its staging directory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lakd.checksums import ChecksumError, verify_checksums, write_checksums
 from lakd.io import atomic_write, replace_dir, resolve_dir
 from lakd.train import distributed as D
 
@@ -96,6 +100,10 @@ def load_trainer_state(directory: str | os.PathLike) -> dict | None:
         return None
     path = d / TRAINER_STATE
     try:
+        verify_checksums(d)
+    except ChecksumError as e:
+        raise ChecksumError(f"{e} (the resume point of this run; delete {d} to start over)") from e
+    try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a torn file cannot happen with atomic writes, but a foreign one can
         raise RuntimeError(f"{path}: cannot read the training state ({e}); delete it to start over") from e
@@ -135,17 +143,23 @@ class RunCheckpoints:
         final = self.out_dir / LAST_DIR
         rng_by_rank = D.all_gather_object(capture_rng())
         stage = final.with_name(f".{final.name}.staging")
-        if self.dist.is_main:  # the model first: save_pretrained may (re)create the directory
-            staging_dir(final)
-            save_model_dir(self.model, stage, meta)
-        D.barrier()
-        self.backend.save(stage)  # DeepSpeed: every rank writes its partition
-        D.barrier()
-        if self.dist.is_main:
-            self._save_extra_modules(stage)
-            state = {"version": STATE_VERSION, **trainer_state, "rng": rng_by_rank}
-            atomic_torch_save(state, stage / TRAINER_STATE)
-            replace_dir(stage, final)
+        try:
+            if self.dist.is_main:  # the model first: save_pretrained may (re)create the directory
+                staging_dir(final)
+                save_model_dir(self.model, stage, meta)
+            D.barrier()
+            self.backend.save(stage)  # DeepSpeed: every rank writes its partition
+            D.barrier()
+            if self.dist.is_main:
+                self._save_extra_modules(stage)
+                state = {"version": STATE_VERSION, **trainer_state, "rng": rng_by_rank}
+                atomic_torch_save(state, stage / TRAINER_STATE)
+                write_checksums(stage)
+                replace_dir(stage, final)
+        except BaseException:
+            if self.dist.is_main:
+                shutil.rmtree(stage, ignore_errors=True)
+            raise
         D.barrier()
         return final
 
@@ -154,9 +168,14 @@ class RunCheckpoints:
         if self.dist.is_main:
             final = self.out_dir / BEST_DIR
             stage = staging_dir(final)
-            save_model_dir(self.model, stage, meta)
-            self._save_extra_modules(stage)
-            replace_dir(stage, final)
+            try:
+                save_model_dir(self.model, stage, meta)
+                self._save_extra_modules(stage)
+                write_checksums(stage)
+                replace_dir(stage, final)
+            except BaseException:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
         D.barrier()
 
     def load_last(self, run_shape: dict) -> tuple[dict | None, list[str]]:
