@@ -63,6 +63,8 @@ def trial_config(base: dict, params: dict, trial_dir: Path, trial_id: str, searc
     cfg.wandb.group = search["group"]
     cfg.wandb.tags = list(dict.fromkeys([*(cfg.wandb.tags or []), "tune", *search["tags"]]))
     cfg.threads = max(1, int(search["cpus_per_trial"]))
+    if search["scheduler"] == "pbt":  # PBT continues a copied checkpoint with mutated values: not a refused change
+        cfg.on_config_change = "resume"
     return cfg
 
 
