@@ -1,12 +1,14 @@
 #!/bin/bash
-# slurm/tune.sh - Ray Tune search of the distillation hyper-parameters across a SLURM allocation:
-#     sbatch --nodes=4 --gpus-per-task=2 slurm/tune.sh --config my.yaml --num-samples 32 --gpus-per-trial 1
+# slurm/tune.sh - `lakd tune` (Ray Tune search of the student's hyper-parameters) across a SLURM allocation:
+#     sbatch --nodes=4 --gpus-per-task=2 slurm/tune.sh --config my.yaml --num-samples 32 --gpus-per-trial 0.5
+# Every argument goes to `lakd tune` (see docs/tuning.md). Submitting the same command again resumes the search
+# of that --name (finished trials are kept), e.g. after the allocation's time ran out.
 #
 # One Ray node per SLURM node (one task per node owns all of that node's CPUs/GPUs, as in Ray's "Deploying on
 # Slurm" guide): the head runs on the first node of the allocation (`srun -w <node> ray start --head --block`),
 # a worker on each other node (`srun -w <node> ray start --address HEAD --block`), all in the background; once
 # every node has joined, this batch script (on the first node) runs
-#     python tune/search.py --address auto "$@"
+#     python -m lakd.cli tune --address auto "$@"
 # and the Ray processes end with the allocation. RAY_ADDRESS is exported, so "auto" finds this job's head even
 # when another Ray runs on the same node. Trials read/write the run directory: keep it on a shared filesystem.
 #
@@ -24,7 +26,7 @@
 ##SBATCH --account=YOUR_ACCOUNT
 #
 # Environment knobs (as in slurm/distill.sh): LAKD_REPO, LAKD_VENV (none = python on PATH), LAKD_SETUP;
-#   LAKD_TUNE_SCRIPT   the driver to run (default: $LAKD_REPO/tune/search.py)
+#   LAKD_TUNE_SCRIPT   a driver script to run instead of `python -m lakd.cli tune` (e.g. $LAKD_REPO/tune/search.py)
 #   LAKD_RAY_PORT      the head's GCS port (default 6379 + job id % 1000, so jobs sharing a node do not clash)
 #   LAKD_RAY_WAIT      seconds to wait for all Ray nodes to join (default 180)
 set -euo pipefail
@@ -50,8 +52,10 @@ if [ "$VENV" != none ]; then
 fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}   # a private cluster inside this allocation
+# a trial the scheduler stops closes its W&B run as its process ends: Ray must not kill W&B's service first
+export RAY_kill_child_processes_on_worker_exit=${RAY_kill_child_processes_on_worker_exit:-0}
 command -v ray >/dev/null || { echo "no 'ray' command in this environment (pip install 'ray[tune]')" >&2; exit 1; }
-SCRIPT=${LAKD_TUNE_SCRIPT:-$REPO/tune/search.py}
+if [ -n "${LAKD_TUNE_SCRIPT:-}" ]; then DRIVER=("$LAKD_TUNE_SCRIPT"); else DRIVER=(-m lakd.cli tune); fi
 
 # ------------------------------------------------------------------------------ nodes and addresses
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
@@ -95,10 +99,10 @@ all_joined() { # every node of the allocation is an alive Ray node
   [ "$n" = "${#NODES[@]}" ]
 }
 wait_for "${LAKD_RAY_WAIT:-180}" "${#NODES[@]} Ray node(s) to join" all_joined
-echo "[tune.sh] $(date -Is) all ${#NODES[@]} Ray node(s) up; running $SCRIPT --address auto $*"
+echo "[tune.sh] $(date -Is) all ${#NODES[@]} Ray node(s) up; running python ${DRIVER[*]} --address auto $*"
 
 set +e
-python -u "$SCRIPT" --address auto "$@"
+python -u "${DRIVER[@]}" --address auto "$@"
 rc=$?
 set -e
 kill "${PIDS[@]}" 2>/dev/null || true   # srun passes the signal to its `ray start --block` (else the job end does)

@@ -138,6 +138,16 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def pin_data(cfg: Config) -> None:
+    """Write the data specs (a synthesized corpus's too) as absolute paths into `cfg`: trials, sweep runs and
+    best.yaml run in other directories, and the teachers are trained with exactly these settings."""
+    from lakd.recipes import common
+
+    for split in ("train", "dev", "test"):
+        spec = common.data_spec(cfg, split)
+        setattr(cfg.data, split, str(Path(spec).resolve()) if isinstance(spec, str) and os.path.exists(spec) else spec)
+
+
 def _prepare_shared(cfg: Config, opts: SearchOptions) -> tuple[dict, str | None]:
     """Data (synthesized if the config says so), one teacher per language (Ray tasks, in parallel, with the trials'
     resources) and the teacher-knowledge cache: once, reused by every trial and by later searches."""
@@ -147,9 +157,7 @@ def _prepare_shared(cfg: Config, opts: SearchOptions) -> tuple[dict, str | None]
 
     common.write_run_config(cfg)
     prepare.run(cfg)
-    for split in ("train", "dev", "test"):  # pin the data (synthesized too) for trials in other directories
-        spec = common.data_spec(cfg, split)
-        setattr(cfg.data, split, str(Path(spec).resolve()) if isinstance(spec, str) and os.path.exists(spec) else spec)
+    pin_data(cfg)
     res = {"num_cpus": opts.cpus_per_trial, "num_gpus": opts.gpus_per_trial}
     work = cfg.copy(threads=max(1, int(opts.cpus_per_trial)))
     teacher_task, cache_task = ray.remote(_teacher_task), ray.remote(_cache_task)
@@ -181,6 +189,9 @@ def _init_ray(opts: SearchOptions, cfg: Config) -> None:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # A trial stopped by the scheduler closes its W&B run while its process ends; Ray would kill the process's
+    # children (W&B's service) at once and lose the run's last records (slurm/tune.sh sets the same for its Ray).
+    os.environ.setdefault("RAY_kill_child_processes_on_worker_exit", "0")
     os.environ.setdefault("WANDB_DIR", cfg.run_dir)
     env = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
     ray.init(

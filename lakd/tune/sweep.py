@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from lakd.config import Config, ConfigError, load_config, parse_override
+from lakd.tune.runner import pin_data
 from lakd.tune.space import Param, SearchSpace, check_space, load_space
 
 PROGRAM = "tune/sweep_run.py"
@@ -173,12 +174,13 @@ def run_agent_trial(argv: list[str]) -> str:
     check_space(SearchSpace([Param(k, "choice", [config_value(trial, k)]) for k in searched], "agent arguments"), base)
     with _without_sweep_run_env(), _locked(Path(base.run_dir) / ".shared.lock"):
         prepare.run(base)
+        pin_data(base)  # as lakd tune does: the teachers of a search and of a sweep are the same
         teachers = {lang: finetune.run_teacher(base, lang) for lang in base.languages}
         cache_dir = cache_recipe.run(base, teachers) if base.distill.use_cache else None
     run_id = os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:8]
+    os.environ.setdefault("WANDB_DIR", base.run_dir)  # beside the teachers' runs, as lakd tune's trials
     trial.run_dir = str(Path(base.run_dir) / "sweep" / os.environ.get("WANDB_SWEEP_ID", "local") / run_id)
-    for split in ("train", "dev", "test"):  # the shared data, wherever the config leaves it implicit
-        setattr(trial.data, split, common.data_spec(base, split))
+    trial.data.train, trial.data.dev, trial.data.test = base.data.train, base.data.dev, base.data.test
     trial.name = f"{base.name}-sweep-{run_id}"
     common.write_run_config(trial)
     return distill.run(trial, teachers, cache_dir, name="student")
