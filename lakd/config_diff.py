@@ -28,6 +28,7 @@ RESULT_SECTIONS = {
     "student": _STUDENT,
     "evaluate": _STUDENT,
 }
+ALL_SECTIONS = _STUDENT  # a stage of another name (an experiment grid's): every result-affecting section
 # keys inside those sections that change how a run goes, not what it computes
 NOT_RESULT_KEYS = frozenset(
     {"data.num_workers", "data.strict", "teacher_optim.checkpoint_every", "student_optim.checkpoint_every"}
@@ -50,13 +51,14 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 def result_settings(cfg: Config, stage: str) -> dict[str, Any]:
     """{dotted key: value} of every setting that changes `stage`'s result, as JSON values (lists, not tuples)."""
-    if stage not in RESULT_SECTIONS:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(RESULT_SECTIONS)}")
     full = cfg.to_dict()
     flat: dict[str, Any] = {}
-    for section in RESULT_SECTIONS[stage]:
+    for section in RESULT_SECTIONS.get(stage, ALL_SECTIONS):
         _flatten(full[section], section, flat)
-    keep = {k: v for k, v in flat.items() if k not in NOT_RESULT_KEYS and ONLY_FOR.get(k, stage) == stage}
+    known = stage in RESULT_SECTIONS
+    keep = {
+        k: v for k, v in flat.items() if k not in NOT_RESULT_KEYS and (not known or ONLY_FOR.get(k, stage) == stage)
+    }
     return json.loads(json.dumps(keep, sort_keys=True, default=str))
 
 
