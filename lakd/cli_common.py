@@ -34,8 +34,11 @@ ResumeChangedOpt = typer.Option(
 
 
 def fail(msg: str, code: int = 1):
-    """One red line on stderr and exit with `code` (no traceback: the message says what is wrong)."""
-    err_console.print(f"[red]error:[/red] {msg}")
+    """One red line on stderr and exit with `code` (no traceback: the message says what is wrong). The message is
+    printed as is: `teachers[en]` is not rich markup."""
+    from rich.markup import escape
+
+    err_console.print(f"[red]error:[/red] {escape(msg)}")
     raise typer.Exit(code)
 
 
@@ -105,7 +108,9 @@ def one_line_errors(command):
         try:
             return command(*args, **kwargs)
         except Preempted as e:
-            err_console.print(f"[yellow]stopped:[/yellow] {e}; rerun the same command to resume")
+            from rich.markup import escape
+
+            err_console.print(f"[yellow]stopped:[/yellow] {escape(str(e))}; rerun the same command to resume")
             raise typer.Exit(e.exit_code) from None
         except ConfigError as e:
             fail(f"config: {e}", code=2)

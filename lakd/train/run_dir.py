@@ -10,8 +10,8 @@ attempt wrote: unchanged, or a new directory, the run goes on (a resume, or "alr
 does what `on_config_change` says:
 
 * refuse (default): `ConfigChanged` listing each `key: old -> new`, nothing touched;
-* restart: the run's checkpoints and logs (best/, last/, summary.json, metrics.jsonl, done.json) are deleted
-  and it starts from step 0;
+* restart: the run's checkpoints and logs (best/, last/, summary.json, metrics.jsonl, done.json, its W&B run
+  id) are deleted and it starts from step 0 (a new W&B run);
 * resume: it continues from its checkpoint (a finished one stays finished); settings.json records the change.
 
 Only the main process (rank 0 before or after the process group exists) locks and writes; every rank reads
@@ -37,8 +37,9 @@ from lakd.run_lock import RunDirBusy, lock_run_dir
 log = logging.getLogger("lakd.train.run_dir")
 
 SETTINGS_FILE = "settings.json"
-# what a run writes into its directory, removed by a restart (the lock file stays: it is held right now)
-RUN_FILES = ("best", "last", "summary.json", "metrics.jsonl", "done.json", SETTINGS_FILE)
+# what a run writes into its directory, removed by a restart (the lock file stays: it is held right now);
+# wandb_run_id too (lakd.train.logging.WANDB_ID_FILE), so that a run started afresh is a new W&B run
+RUN_FILES = ("best", "last", "summary.json", "metrics.jsonl", "done.json", "wandb_run_id", SETTINGS_FILE)
 
 
 def env_is_main() -> bool:
