@@ -21,13 +21,13 @@ probabilities must match lakd's.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lakd import SAMPLE_RATE
+from lakd.io import apply_umask, create_temp_dir
 
 MAX_DIFF = 1e-4  # an export whose probabilities differ more from lakd's is refused
 
@@ -150,7 +150,7 @@ def export_hf(checkpoint, out, report: Path | None = None, license: str | None =
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = create_temp_dir(out)  # mode 0o777 less the umask (mkdtemp's would be 0o700)
     try:
         with quiet_progress():
             hf.save_pretrained(tmp)
@@ -160,6 +160,7 @@ def export_hf(checkpoint, out, report: Path | None = None, license: str | None =
                 shutil.copyfile(TEMPLATE_DIR / name, tmp / name)
         card = model_card(meta, custom_code=custom_code, report_path=report_path, license=license)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        apply_umask(tmp)  # safetensors writes its files 0o600: a group sharing the export must read them
         diff = check_export(tmp, predictor, custom_code)
         if diff > MAX_DIFF:
             raise RuntimeError(f"Hugging Face export of {checkpoint} disagrees with lakd by {diff:.2e}")
