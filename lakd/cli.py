@@ -14,20 +14,23 @@ from lakd import __version__
 from lakd.cli_common import (
     ConfigOpt,
     DeviceOpt,
+    RestartOpt,
+    ResumeChangedOpt,
     RunDirOpt,
     SetOpt,
     console,
     err_console,
     fail,
     load_cfg,
+    one_line_errors,
     progress_bar,
 )
+from lakd.cli_experiment import experiment_app
 from lakd.cli_inference import evaluate_cmd, export_cmd, predict_cmd
 from lakd.tune.cli import tune_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__ or "lakd")
 shards_app = typer.Typer(no_args_is_help=True, help="Make, import, index and inspect audio shards.")
-experiment_app = typer.Typer(no_args_is_help=True, help="Multi-run experiments (the paper's table).")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results written as JSON).")
 train_app = typer.Typer(no_args_is_help=True, help="Train teachers and baselines.")
 app.add_typer(shards_app, name="shards")
@@ -73,25 +76,6 @@ def _print_rows(rows: list, title: str) -> None:
     for r in rows:
         table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()])
     console.print(table)
-
-
-def _print_results(result: dict, title: str, saved: str) -> None:
-    """UA / WA per language and overall as a terminal table; the CIs are in the saved markdown/JSON."""
-    from rich.table import Table
-
-    from lakd.recipes.paper_table import DISPLAY
-
-    runs = result["results"]
-    groups = list(next(iter(runs.values())))
-    table = Table("run", *[f"{g}\nUA / WA" for g in groups], title=title)
-    for run, by_group in runs.items():
-        cells = []
-        for g in groups:
-            m = by_group.get(g)
-            cells.append("—" if m is None else f"{100 * m['ua']:.1f} / {100 * m['wa']:.1f}")
-        table.add_row(DISPLAY.get(run, run), *cells)
-    console.print(table)
-    console.print(f"test split, % ; 95% bootstrap confidence intervals in {saved}")
 
 
 # ---------------------------------------------------------------------------------------------- shards
@@ -185,9 +169,12 @@ def shards_import(
 @shards_app.command("index")
 def shards_index(directory: Path = typer.Argument(..., help="Directory of .tar shards.")) -> None:
     """Write index.json (counts, durations, sha256 per shard) for a directory of shards made elsewhere."""
-    from lakd.data.shards import write_index
+    from lakd.data.shards import ShardFormatError, write_index
 
-    index = write_index(directory)
+    try:
+        index = write_index(directory)
+    except (ShardFormatError, FileNotFoundError) as e:  # names the shard (and sample) and the problem
+        fail(str(e))
     console.print(f"wrote {directory / 'index.json'}: {len(index['shards'])} shards, {index['num_samples']} samples")
 
 
@@ -195,13 +182,22 @@ def shards_index(directory: Path = typer.Argument(..., help="Directory of .tar s
 def shards_inspect(
     spec: list[str] = typer.Argument(..., help="Directory, brace pattern or shard paths."),
     verify: bool = typer.Option(True, help="Verify sha256 checksums against index.json."),
+    decode: bool = typer.Option(
+        False,
+        "--decode",
+        help="Decode every sample's audio and check it as the loader would (and its JSON duration); "
+        "exit 1 if any sample is bad.",
+    ),
 ) -> None:
-    """Print counts, durations, label distribution; verify checksums."""
+    """Print counts, durations, label distribution; verify checksums (exit 1 on a failure)."""
     from lakd.data.inspect import inspect_shards, print_inspection
 
-    report = inspect_shards(spec if len(spec) > 1 else spec[0], verify=verify)
+    try:
+        report = inspect_shards(spec if len(spec) > 1 else spec[0], verify=verify, decode=decode)
+    except FileNotFoundError as e:
+        fail(str(e))
     print_inspection(report, console)
-    if report.get("checksum_failures"):
+    if report.get("checksum_failures") or (decode and report.get("problems")):
         raise typer.Exit(1)
 
 
@@ -209,20 +205,24 @@ def shards_inspect(
 
 
 @train_app.command("teacher")
+@one_line_errors
 def train_teacher(
     language: str = typer.Option(..., help="Language code, or 'multi' for one model on all languages."),
     config: str = ConfigOpt,
     set: list[str] | None = SetOpt,
     run_dir: Path | None = RunDirOpt,
+    restart: bool = RestartOpt,
+    resume_changed: bool = ResumeChangedOpt,
 ) -> None:
-    """Fine-tune one teacher (FT-Mono for a language, FT-Multi with --language multi)."""
+    """Fine-tune one teacher (FT-Mono for a language, FT-Multi with --language multi); a rerun resumes it."""
     from lakd.recipes import finetune
 
-    cfg = load_cfg(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir, restart, resume_changed)
     console.print(f"teacher checkpoint: {finetune.run_teacher(cfg, language)}")
 
 
 @app.command("cache")
+@one_line_errors
 def cache_cmd(
     config: str = ConfigOpt,
     set: list[str] | None = SetOpt,
@@ -230,26 +230,33 @@ def cache_cmd(
     teachers: str = typer.Option("", help="Teacher names to cache (default: one per language)."),
 ) -> None:
     """Run each teacher once over the training shards and store logits + embeddings (teacher knowledge cache)."""
+    from lakd.distill.cache import CacheError
     from lakd.recipes import cache, common
 
     cfg = load_cfg(config, set, run_dir)
     names = teachers.split(",") if teachers else list(cfg.languages)
     dirs = {n: str(common.teacher_dir(cfg, n) / "best") for n in names}
-    console.print(f"cache: {cache.run(cfg, dirs)}")
+    try:
+        console.print(f"cache: {cache.run(cfg, dirs)}")
+    except (CacheError, FileNotFoundError) as e:  # names the teacher or shard, the problem and what to do
+        fail(str(e))
 
 
 @app.command("distill")
+@one_line_errors
 def distill_cmd(
     config: str = ConfigOpt,
     set: list[str] | None = SetOpt,
     run_dir: Path | None = RunDirOpt,
     teachers: str = typer.Option("", help="Teacher names (default: one per language; 'multi' for KD-Multi)."),
     name: str = typer.Option("student", help="Output name under run_dir."),
+    restart: bool = RestartOpt,
+    resume_changed: bool = ResumeChangedOpt,
 ) -> None:
-    """Distill the teachers into the multilingual student."""
+    """Distill the teachers into the multilingual student; a rerun resumes it."""
     from lakd.recipes import common, distill
 
-    cfg = load_cfg(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir, restart, resume_changed)
     names = teachers.split(",") if teachers else list(cfg.languages)
     dirs = {n: str(common.teacher_dir(cfg, n) / "best") for n in names}
     cache_dir = str(common.run_path(cfg, "cache")) if cfg.distill.use_cache else None
@@ -259,54 +266,61 @@ def distill_cmd(
 # ---------------------------------------------------------------------------------------------- pipelines
 
 
-@experiment_app.command("paper-table")
-def paper_table_cmd(
-    config: str = ConfigOpt,
-    set: list[str] | None = SetOpt,
-    run_dir: Path | None = RunDirOpt,
-    runs: str = typer.Option("ft-mono,ft-multi,kd-multi,mtkd-multi,la-mtkd", help="Which runs to train."),
-) -> None:
-    """Train FT-Mono, FT-Multi, KD-Multi, MTKD-Multi and LA-MTKD and print a table like the paper's (UA/WA, 95% CIs)."""
-    from lakd.recipes import paper_table
+def _print_results(result: dict, title: str, saved: str) -> None:
+    """UA / WA per language and overall as a terminal table; the CIs are in the saved markdown/JSON."""
+    from rich.table import Table
 
-    cfg = load_cfg(config, set, run_dir)
-    result = paper_table.run(cfg, runs=runs.split(","))
-    _print_results(
-        result, f"{cfg.name}: the paper's comparison", f"{result['markdown_path']} and {result['json_path']}"
-    )
+    runs = result["results"]
+    groups = list(next(iter(runs.values())))
+    table = Table("run", *[f"{g}\nUA / WA" for g in groups], title=title)
+    for run, by_group in runs.items():
+        cells = []
+        for g in groups:
+            m = by_group.get(g)
+            cells.append("—" if m is None else f"{100 * m['ua']:.1f} / {100 * m['wa']:.1f}")
+        table.add_row(run, *cells)
+    console.print(table)
+    console.print(f"test split, % ; 95% bootstrap confidence intervals in {saved}")
 
 
 @app.command("demo")
+@one_line_errors
 def demo_cmd(
     run_dir: Path = typer.Option(
         Path("runs/demo"), "--run-dir", help="Where the demo's corpus, models and results go."
     ),
     config: str = ConfigOpt,
     set: list[str] | None = SetOpt,
+    restart: bool = RestartOpt,
+    resume_changed: bool = ResumeChangedOpt,
 ) -> None:
     """The embedded default: synthesize a small corpus, train tiny teachers and the student, print results."""
     from lakd.cli_watch import StageWatcher
-    from lakd.recipes import pipeline
+    from lakd.experiments.demo import run_demo
 
-    cfg = load_cfg(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir, restart, resume_changed)
     with StageWatcher(cfg.run_dir, err_console):
-        result = pipeline.run(cfg)
+        result = run_demo(cfg)
     _print_results(result, "lakd demo: FT-Mono teachers vs the LA-MTKD student", result["markdown_path"])
 
 
 @app.command("launch")
+@one_line_errors
 def launch_cmd(
     config: str = ConfigOpt,
     set: list[str] | None = SetOpt,
     run_dir: Path | None = RunDirOpt,
     executor: str | None = typer.Option(None, help="slurm | local | debug (default: launch.executor)."),
     wait: bool = typer.Option(True, help="Wait for the graph to finish."),
+    restart: bool = RestartOpt,
+    resume_changed: bool = ResumeChangedOpt,
 ) -> None:
-    """Submit the whole job graph (shards -> teachers -> cache -> student -> evaluation) through submitit."""
+    """Submit the whole job graph (shards -> teachers -> cache -> student -> evaluation) through submitit.
+    A relaunch skips what is done; a unit whose config changed is refused unless --restart / --resume-changed."""
     from lakd.cli_watch import StageWatcher
     from lakd.launch import launch
 
-    cfg = load_cfg(config, set, run_dir)
+    cfg = load_cfg(config, set, run_dir, restart, resume_changed)
     if wait:
         with StageWatcher(cfg.run_dir, err_console):
             result = launch(cfg, cfg.run_dir, executor=executor, wait=wait)
@@ -343,6 +357,10 @@ def status_cmd(
     except FileNotFoundError as e:
         fail(str(e))
     print_status(rows, console)
+    from lakd.experiments.status import grid_status, is_experiment, print_grid
+
+    if is_experiment(where):  # an experiment's directory: its grid of variants × seeds too
+        print_grid(grid_status(where), console)
 
 
 # ---------------------------------------------------------------------------------------------- benchmarks

@@ -1,7 +1,9 @@
-"""End to end on the CPU: the whole pipeline through the job graph (local executor), the paper table, and the
-evaluate CLI, on a small synthesized corpus with tiny models. Slow (minutes), so marked `slow`."""
+"""End to end on the CPU: the whole pipeline through the job graph (local executor), the paper grid (through
+its `paper-table` alias), and the evaluate CLI, on a small synthesized corpus with tiny models. Slow (minutes),
+so marked `slow`."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -96,26 +98,37 @@ def test_evaluate_cli_writes_reports(demo_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_paper_table_runs_all_five(tmp_path):
+def test_paper_table_is_the_paper_grid_with_one_seed(tmp_path):
+    """`lakd experiment paper-table` runs the seven rows of the `paper` grid as jobs (debug executor: in this
+    process), with the published presets on the plain student and one student per language for the Mono rows."""
     run_dir = tmp_path / "paper"
-    res = CliRunner().invoke(app, ["experiment", "paper-table", "--run-dir", str(run_dir), *_set(TINY_RUN)])
+    args = ["experiment", "paper-table", "--run-dir", str(run_dir), "--executor", "debug"]
+    res = CliRunner().invoke(app, [*args, *_set([*TINY_RUN, "languages=[en, fi]"])])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    result = json.loads((run_dir / "paper_table.json").read_text())
-    assert result["runs"] == ["ft-mono", "ft-multi", "kd-multi", "mtkd-multi", "la-mtkd"]
-    assert set(result["results"]) == set(result["runs"])
-    for run, by_group in result["results"].items():
-        assert set(by_group) == {*LANGS, "overall"}, run
-    md = (run_dir / "paper_table.md").read_text()
-    for name in ("FT-Mono", "FT-Multi", "KD-Multi", "MTKD-Multi", "LA-MTKD"):
-        assert f"| {name} |" in md
-    # KD-Multi distils the multilingual teacher only; MTKD/LA-MTKD the per-language teachers
-    kd = json.loads((run_dir / "students" / "kd-multi" / "best" / "lakd.json").read_text())
-    la = json.loads((run_dir / "students" / "la-mtkd" / "best" / "lakd.json").read_text())
-    assert list(kd["meta"]["teachers"]) == ["multi"]
+    report = json.loads((run_dir / "report.json").read_text())
+    names = ["ft-mono", "ft-multi", "kd-mono", "kd-multi", "mtkd-mono", "mtkd-multi", "la-mtkd"]
+    assert [v["name"] for v in report["variants"]] == names and set(report["summary"]) == set(names)
+    assert report["seeds"] == [0] and report["baseline"] == "ft-multi"
+    for name in names:
+        assert set(report["runs"][name]["0"]["groups"]) == {"en", "fi"}, name
+        assert report["runs"][name]["0"]["overall"]["n"] == 2 * 8, name  # Mono runs: each model on its language
+    assert set(report["comparisons"]) == set(names) - {"ft-multi"}
+    md = (run_dir / "report.md").read_text()
+    for label in ("FT-Mono", "FT-Multi", "KD-Mono", "KD-Multi", "MTKD-Mono", "MTKD-Multi", "LA-MTKD"):
+        assert f"| {label} |" in md
+
+    def student(item):
+        out = json.loads((run_dir / "stages" / "student" / item / "done.json").read_text())["output"]
+        return json.loads((Path(out) / "lakd.json").read_text())
+
+    kd, mt, la = student("kd-multi.s0"), student("mtkd-multi.s0"), student("la-mtkd.s0")
+    assert list(kd["meta"]["teachers"]) == ["multi"]  # KD: the FT-Multi model is the one teacher
     assert (kd["meta"]["distill"]["kd_weight"], kd["meta"]["distill"]["kl_reduction"]) == (0.75, "mean")
     assert not kd["model"]["language_embedding"]
-    mt = json.loads((run_dir / "students" / "mtkd-multi" / "best" / "lakd.json").read_text())
-    assert list(mt["meta"]["teachers"]) == LANGS and mt["meta"]["distill"]["weighting"] == "cosine-batch"
+    assert list(mt["meta"]["teachers"]) == ["en", "fi"] and mt["meta"]["distill"]["weighting"] == "cosine-batch"
     assert (mt["meta"]["distill"]["kd_weight"], mt["meta"]["distill"]["kl_reduction"]) == (0.25, "mean")
     assert la["meta"]["distill"]["weighting"] == "route"
     assert la["model"]["language_embedding"] and la["model"]["hierarchical_attention"]
+    for lang in ("en", "fi"):  # Mono = the student's training data: one language
+        assert student(f"kd-mono.{lang}.s0")["meta"]["languages_trained"] == [lang]
+        assert student(f"mtkd-mono.{lang}.s0")["meta"]["languages_trained"] == [lang]

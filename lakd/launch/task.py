@@ -25,6 +25,8 @@ from lakd.config import Config
 from lakd.io import atomic_write_json
 from lakd.launch.graph import Recipe, Stage, recipe_args, resolve_recipe
 from lakd.launch.submitit_adapter import checkpoint_signal, requeue
+from lakd.launch.unit_graph import UnitStage
+from lakd.launch.unit_settings import unit_settings
 from lakd.launch.units import jsonable_output, now, read_done, unit_dir, update_state, upstream_outputs, work_hash
 from lakd.train.preemption import Preempted
 
@@ -77,6 +79,7 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
         run_dir: str,
         inputs: tuple[str, ...] = (),
         input_items: dict[str, tuple[str, ...]] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         self.stage = stage
         self.item = item
@@ -85,6 +88,7 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
         self.run_dir = str(run_dir)
         self.inputs = tuple(inputs)
         self.input_items = dict(input_items or {})
+        self.params = None if params is None else dict(params)  # a UnitStage's unit: recipe(cfg, inputs, **params)
 
     @property
     def udir(self) -> Path:
@@ -111,6 +115,7 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "incr_attempts": 1,
+                "settings": unit_settings(self.stage, self.cfg),  # what a relaunch compares
             }
             if env is not None:
                 with contextlib.suppress(Exception):
@@ -119,7 +124,11 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
         t0 = time.time()
         try:
             up = upstream_outputs(self.run_dir, self.inputs, self.input_items)
-            output = resolve_recipe(self.recipe)(self.cfg, *recipe_args(self.stage, self.item, up))
+            recipe = resolve_recipe(self.recipe)
+            if self.params is None:
+                output = recipe(self.cfg, *recipe_args(self.stage, self.item, up))
+            else:
+                output = recipe(self.cfg, up, **self.params)
         except Exception as e:
             if isinstance(e, Preempted):
                 self._requeue_after_preemption(e, main)  # exits unless requeueing is impossible
@@ -144,6 +153,7 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
                     "item": self.item,
                     "output": jsonable_output(output),
                     "config_hash": work_hash(self.cfg),
+                    "settings": unit_settings(self.stage, self.cfg),
                     "finished_at": now(),
                     "seconds": round(time.time() - t0, 3),
                 },
@@ -207,7 +217,21 @@ class StageTask(_Checkpointable):  # type: ignore[misc,valid-type]
 def unit_task(
     stage: Stage, item: str | None, cfg: Config, run_dir: Path, items: dict[str, tuple[str, ...]]
 ) -> StageTask:
-    """The task of one unit of `stage`; `items` are the array items of every stage (its inputs' among them)."""
+    """The task of one unit of `stage`; `items` are the array items of every stage (its inputs' among them).
+
+    A UnitStage's unit runs with its own config and reads only the upstream units its spec names."""
+    if isinstance(stage, UnitStage):
+        spec = stage.specs[item]
+        return StageTask(
+            stage.name,
+            item,
+            stage.recipe,
+            spec.cfg,
+            str(run_dir),
+            tuple(spec.needs),
+            {s: tuple(i) for s, i in spec.needs.items() if i},
+            params=spec.params,
+        )
     return StageTask(
         stage.name,
         item,

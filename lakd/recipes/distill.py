@@ -53,12 +53,33 @@ class OnlineTeachers(nn.Module):
         return torch.stack([o.logits.float() for o in outs]), [o.pooled.float() for o in outs]
 
 
-def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: str = "student", on_eval=None) -> str:
-    """Train the student from `teacher_dirs` ({name: checkpoint}); returns the best student checkpoint dir."""
+def run(
+    cfg: Config,
+    teacher_dirs: dict[str, str],
+    cache_dir: str | None,
+    name: str = "student",
+    on_eval=None,
+    languages: list[str] | None = None,
+) -> str:
+    """Train the student from `teacher_dirs` ({name: checkpoint}); returns the best student checkpoint dir.
+
+    `languages`: the student's training (and dev-selection) languages, default all of cfg.languages; one
+    language gives a "Mono" student as in the paper's KD-Mono / MTKD-Mono (the model still knows every code).
+    A rerun resumes it, or returns it when it is done, as long as its result-affecting settings are those it was
+    started with; otherwise `cfg.on_config_change` decides (refuse / restart / resume, lakd.train.run_dir)."""
+    out = common.run_path(cfg, name)
+    train_languages = list(languages) if languages is not None else list(cfg.languages)
+    if set(train_languages) - set(cfg.languages):
+        raise ValueError(f"student languages {train_languages} are not all in the config's {cfg.languages}")
+    # one run at a time; a changed config (a new λ, other teachers) is refused, not answered "already trained"
+    with common.claim_output(cfg, out, "student", teachers=list(teacher_dirs), student_languages=train_languages):
+        return _distill(cfg, teacher_dirs, cache_dir, name, on_eval, out, train_languages)
+
+
+def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, train_languages: list[str]) -> str:
     from lakd.distill.cache import teacher_language
     from lakd.distill.losses import EmbeddingProjections, distillation_loss, teacher_weights
 
-    out = common.run_path(cfg, name)
     if (out / "done.json").exists() and (out / "best" / "lakd.json").exists():
         log.info("student %s already trained: %s", name, out / "best")
         return str(out / "best")
@@ -80,7 +101,7 @@ def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: 
         else:
             online = OnlineTeachers(teacher_dirs, device, mode=d.online_teacher_mode)
         class_weights = (
-            class_weights_for(cfg, common.data_spec(cfg, "train"), list(cfg.languages)).to(device)
+            class_weights_for(cfg, common.data_spec(cfg, "train"), train_languages).to(device)
             if cfg.student_optim.class_weighted_ce
             else None
         )
@@ -135,7 +156,7 @@ def run(cfg: Config, teacher_dirs: dict[str, str], cache_dir: str | None, name: 
         cfg,
         cfg.student,
         cfg.student_optim,
-        list(cfg.languages),
+        train_languages,
         out,
         kind=f"distill-{d.weighting}",
         loss_factory=loss_factory,
