@@ -68,6 +68,14 @@ def test_audio_problem_classifies_bad_audio():
     assert audio_problem(np.array([[0.1], [np.inf]], np.float32)) == "nonfinite_audio"
     assert audio_problem(np.zeros((1600, 2), np.float32)) == "silent_audio"
     assert audio_problem(ok[:100], 16_000, 0.05) == "too_short"
+    assert audio_problem(np.array([[0.1], [1e30]], np.float32)) == "out_of_range"  # finite, but no audio
+    assert audio_problem(np.array([[0.1], [-999.0]], np.float32)) is None  # badly scaled, within MAX_PEAK
+
+
+@pytest.mark.parametrize("sr", [0, 1, 3_999, 192_001])
+def test_to_mono_16k_refuses_rates_outside_the_bounds(sr):
+    with pytest.raises(ValueError, match=f"sample rate {sr} Hz is outside 4000..192000 Hz"):
+        to_mono_16k(np.ones((100, 1), np.float32), sr)
 
 
 def test_decode_audio_reads_flac_and_wav_and_names_the_sample_on_error():

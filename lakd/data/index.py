@@ -138,7 +138,9 @@ def _load(directory: Path) -> ShardIndex | None:
     else:
         try:
             data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except RecursionError as e:
+            raise ShardFormatError(f"{path}: invalid JSON (nested too deeply)") from e
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
             raise ShardFormatError(f"{path}: invalid JSON ({e})") from e
         if not isinstance(data, dict):
             raise ShardFormatError(f"{path}: invalid JSON (expected an object, got {type(data).__name__})")
@@ -158,6 +160,21 @@ def read_index(directory: str | os.PathLike) -> dict | None:
     """The index.json of `directory` as a plain dict (a copy); None when there is none."""
     index = ShardIndex.load(directory)
     return index.data() if index is not None else None
+
+
+def listed_but_absent(urls: Iterable[str]) -> list[tuple[str, ShardEntry]]:
+    """(path, entry) of every shard that the index.json of a directory holding `urls` lists but the disk lacks.
+
+    A directory spec is globbed from the disk, so such a shard would otherwise vanish from a run unnoticed.
+    """
+    out = []
+    for d in sorted({os.path.dirname(os.path.abspath(u)) for u in urls}):
+        index = ShardIndex.load(d)
+        for name, entry in sorted((index.shards if index is not None else {}).items(), key=lambda kv: str(kv[0])):
+            path = os.path.join(d, str(name))
+            if not os.path.exists(path):
+                out.append((path, entry))
+    return out
 
 
 def count_tar_samples(url: str | os.PathLike) -> int:

@@ -3,6 +3,10 @@
 Reads every shard once (metadata only; audio is decoded only for samples whose JSON has no duration),
 tallies language x emotion counts and durations, speakers and label distribution, and verifies each
 shard's sha256 against its directory's index.json (lakd's format or EmoSynth's, which has no "format" key).
+A shard that an index lists but the disk lacks is a failure. With `decode=True` (`--decode`) every sample's
+audio is decoded and checked as the loader would (`decode_problem`): undecodable bytes, a bad sample rate,
+empty / non-finite / out-of-range / silent / too short audio, and a JSON `duration` that disagrees with the
+decoded length are each reported naming the sample.
 """
 
 from __future__ import annotations
@@ -10,8 +14,18 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 
-from lakd.data.index import ShardIndex
-from lakd.data.shards import INDEX_NAME, SampleError, ShardFormatError, expand_urls, iter_tar_samples, parse_sample
+from lakd.data.audio import AudioDecodeError, audio_problem, decode_audio
+from lakd.data.index import ShardIndex, listed_but_absent
+from lakd.data.shards import (
+    INDEX_NAME,
+    Sample,
+    SampleError,
+    ShardFormatError,
+    expand_urls,
+    iter_tar_samples,
+    parse_sample,
+)
+from lakd.data.skips import MIN_SECONDS
 from lakd.io import sha256_file
 
 # checksum status of one shard
@@ -22,6 +36,23 @@ OK, MISMATCH, MISSING_INDEX, NOT_IN_INDEX, NOT_VERIFIED = (
     "not in index",
     "not verified",
 )
+DURATION_TOLERANCE_S = 0.05  # JSON duration vs decoded length: more apart than this (or 2 %) is a mismatch
+
+
+def decode_problem(sample: Sample, where: str) -> tuple[float | None, str | None]:
+    """(decoded seconds, problem) of one sample: the loader's checks plus the JSON duration against the audio."""
+    try:
+        audio, sr = decode_audio(sample.audio, sample.audio_ext, where)
+    except AudioDecodeError as e:
+        return None, f"{e.reason}: {str(e).split(': ', 1)[-1]}"
+    seconds = audio.shape[0] / sr
+    problem = audio_problem(audio, sr, MIN_SECONDS)
+    if problem:
+        return seconds, f"{problem}: {audio.shape[0]} frames at {sr} Hz"
+    claimed = sample.meta.get("duration")
+    if claimed is not None and abs(float(claimed) - seconds) > max(DURATION_TOLERANCE_S, 0.02 * seconds):
+        return seconds, f"duration_mismatch: JSON says {float(claimed):.3f} s, the audio is {seconds:.3f} s"
+    return seconds, None
 
 
 def _load_index(directory: str) -> ShardIndex | str | None:
@@ -52,12 +83,14 @@ def _checksum(path: str, index: ShardIndex | str | None, verify: bool) -> tuple[
     return OK, ""
 
 
-def inspect_shards(spec, verify: bool = True) -> dict:
-    """Counts, durations, speakers and label distribution of the shards of `spec`; checksums if `verify`.
+def inspect_shards(spec, verify: bool = True, decode: bool = False) -> dict:
+    """Counts, durations, speakers and label distribution of the shards of `spec`; checksums if `verify`;
+    every sample's audio decoded and checked if `decode` (durations are then the decoded ones).
 
     Unreadable shards and bad samples are reported (never raised), so a damaged corpus can be inspected.
     `checksum_failures` lists shards whose sha256 does not match index.json, that are missing from an
-    existing index, or that cannot be read; a directory without index.json is reported, not a failure.
+    existing index, that an index lists but the disk lacks, or that cannot be read; a directory without
+    index.json is reported, not a failure. `problems` names each bad sample ("shard:key: reason: detail").
     """
     urls = expand_urls(spec)
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -78,11 +111,18 @@ def inspect_shards(spec, verify: bool = True) -> dict:
                 except SampleError as e:
                     problems.append(f"{where}: {e}")
                     continue
-                try:
-                    seconds = sample.duration()
-                except Exception as e:
-                    problems.append(f"{where}: audio unreadable ({e})")
-                    continue
+                if decode:
+                    seconds, problem = decode_problem(sample, where)
+                    if problem:
+                        problems.append(f"{where}: {problem}")
+                    if seconds is None:
+                        continue
+                else:
+                    try:
+                        seconds = sample.duration()
+                    except SampleError as e:
+                        problems.append(f"{where}: audio unreadable ({e})")
+                        continue
                 meta = sample.meta
                 lang, emo = str(meta.get("language", "?")), str(meta.get("emotion", "?"))
                 counts[lang][emo] += 1
@@ -107,6 +147,9 @@ def inspect_shards(spec, verify: bool = True) -> dict:
             failures.append({"path": url, "status": status, "detail": detail})
         if error:
             failures.append({"path": url, "status": "unreadable", "detail": f"{url}: {error} after {n} samples"})
+    for path, entry in listed_but_absent(urls):
+        detail = f"{path}: listed in {INDEX_NAME} ({entry.num_samples} samples) but not on disk"
+        failures.append({"path": path, "status": "missing", "detail": detail})
     labels: Counter = Counter()
     for c in counts.values():
         labels.update(c)
@@ -128,6 +171,7 @@ def inspect_shards(spec, verify: bool = True) -> dict:
         "checksums": {k: status_counts.get(k, 0) for k in (OK, MISMATCH, MISSING_INDEX, NOT_IN_INDEX, NOT_VERIFIED)},
         "checksum_failures": failures,
         "problems": problems,
+        "decoded": decode,
     }
 
 
@@ -135,7 +179,7 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f}"
 
 
-def print_inspection(report: dict, console=None, max_shard_rows: int = 40) -> None:
+def print_inspection(report: dict, console=None, max_shard_rows: int = 40, max_problem_rows: int = 50) -> None:
     """Render an `inspect_shards` report as rich tables (all shards if few, else only those with problems)."""
     from rich.console import Console
     from rich.table import Table
@@ -209,10 +253,12 @@ def print_inspection(report: dict, console=None, max_shard_rows: int = 40) -> No
     c = report["checksums"]
     console.print("checksums: " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
     for f in report["checksum_failures"]:
-        console.print(f"[red]FAILED[/] {f['status']}: {f['detail'] or f['path']}")
+        console.print(f"[red]FAILED[/] {f['status']}: ", end="")
+        console.print(f["detail"] or f["path"], markup=False, emoji=False)
     if report["problems"]:
-        console.print(f"[yellow]{len(report['problems'])} bad sample(s)[/] (the loader skips them):")
-        for p in report["problems"][:20]:
-            console.print(f"  {p}")
-        if len(report["problems"]) > 20:
-            console.print(f"  ... and {len(report['problems']) - 20} more")
+        skipped = "" if report.get("decoded") else " (the loader skips them)"
+        console.print(f"[yellow]{len(report['problems'])} bad sample(s)[/]{skipped}:", emoji=False)
+        for p in report["problems"][:max_problem_rows]:
+            console.print(f"  {p}", markup=False, emoji=False)
+        if len(report["problems"]) > max_problem_rows:
+            console.print(f"  ... and {len(report['problems']) - max_problem_rows} more", markup=False)

@@ -4,7 +4,10 @@ Training streams one shuffled, cycling WebDataset pipeline per language and mixe
 sampling (p_l ~ n_l^alpha), so small languages are not drowned; an epoch is a fixed number of samples per
 rank. Evaluation reads every sample exactly once across ranks and DataLoader workers, in a fixed order.
 Bad data never crashes a run mid-epoch: each bad sample is skipped, counted by reason and logged with its
-shard and key (or raises `BadSampleError` with `DataConfig.strict`).
+shard and key (or raises `BadSampleError` with `DataConfig.strict`); each batch carries the rank's new skip
+counts as `batch["skipped"]` ({reason: n}), which the trainer sums per epoch into metrics.jsonl and summary.json.
+A shard that index.json lists but the disk lacks is an error before anything is read (or, with
+`data.missing_shards=skip`, a counted `missing_shard` skip every epoch).
 
 This module is the public entry (`build_loader`, `ShardLoader`); the stages live in `plan` (what to read),
 `samples` (one sample: check, decode), `batching`, `streams` (a worker's epoch) and `skips` (bad data).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -22,8 +26,9 @@ import torch
 
 from lakd import SAMPLE_RATE
 from lakd.config import DataConfig
+from lakd.data.index import listed_but_absent
 from lakd.data.plan import ReadSpec, shard_infos, wanted_language
-from lakd.data.shards import expand_urls
+from lakd.data.shards import INDEX_NAME, expand_urls
 from lakd.data.skips import SkipCounter
 from lakd.data.streams import ShardDataset, WorkerFailure, WorkerReport
 
@@ -104,6 +109,8 @@ class ShardLoader:
                     continue
                 if isinstance(item, WorkerFailure):
                     raise item.error()
+                skips.merge({"counts": item.get("skipped", {})})
+                item["skipped"] = skips.take_new()  # this rank's new skips (pre-skips ride on the first batch)
                 batches += 1
                 samples += len(item["keys"])
                 yield item
@@ -124,6 +131,31 @@ class ShardLoader:
                 batches,
                 skips.summary(),
             )
+
+
+def _absent_shards(urls: list[str], plain: ReadSpec) -> list[tuple]:
+    """Shards an index.json lists, with samples this loader would read, that are not on disk: an error naming
+    the first, or with data.missing_shards=skip one counted `missing_shard` skip each (reported every epoch)."""
+    absent = [
+        (path, entry)
+        for path, entry in listed_but_absent(urls)
+        if entry.languages is None or any(wanted_language(plain, l) for l in entry.languages)
+    ]
+    if not absent:
+        return []
+    if plain.cfg.missing_shards != "skip":
+        path, entry = absent[0]
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        directory = os.path.dirname(path)
+        raise FileNotFoundError(
+            f"{path}: listed in {os.path.join(directory, INDEX_NAME)} ({entry.num_samples} samples) but not on "
+            f"disk{more}; restore it, rebuild the index (`lakd shards index {directory}`) or set "
+            "data.missing_shards=skip to go on without it"
+        )
+    return [
+        ("missing_shard", path, f"listed in {INDEX_NAME}, not on disk", entry.num_samples or 1)
+        for path, entry in absent
+    ]
 
 
 def build_loader(
@@ -172,8 +204,9 @@ def build_loader(
         mix={},
         max_samples=None,
     )
+    pre_skips = _absent_shards(urls, plain)
     infos = shard_infos(urls, scan_missing=train)
-    kept, pre_skips = [], []
+    kept = []
     for info in infos:
         if info.languages is None or any(wanted_language(plain, l) for l in info.languages):
             kept.append(info)

@@ -101,18 +101,28 @@ def check_sample(raw: dict, spec: ReadSpec, label_ids: dict, language_ids: dict)
 
 
 def decode_sample(
-    s: LabeledSample, skips: SkipCounter, max_samples: int | None, rng: random.Random | None
+    s: LabeledSample,
+    skips: SkipCounter,
+    max_samples: int | None,
+    rng: random.Random | None,
+    max_decoded_seconds: float | None = None,
 ) -> LabeledSample | None:
-    """Decode, validate, convert to 16 kHz mono; random crop (rng given) or truncate to `max_samples`."""
+    """Decode, validate, convert to 16 kHz mono; random crop (rng given) or truncate to `max_samples`.
+
+    Every problem is a counted skip naming the sample (lakd.data.skips.SKIP_REASONS): undecodable bytes,
+    a sample rate outside the bounds, more than `max_decoded_seconds`, empty, non-finite, out-of-range,
+    silent or too short audio. What comes out is finite and within ±MAX_PEAK.
+    """
     where = f"{s.shard}:{s.key}"
     try:
-        audio, sr = decode_audio(s.audio, s.ext, where)
+        audio, sr = decode_audio(s.audio, s.ext, where, max_decoded_seconds)
     except AudioDecodeError as e:
-        skips.add("undecodable_audio", s.shard, s.key, str(e).split(": ", 1)[-1])
+        skips.add(e.reason, s.shard, s.key, str(e).split(": ", 1)[-1])
         return None
     problem = audio_problem(audio, sr, MIN_SECONDS)
     if problem:
-        skips.add(problem, s.shard, s.key, f"{audio.shape[0]} frames at {sr} Hz")
+        peak = f", peak {float(abs(audio).max()):.3g}" if problem == "out_of_range" else ""
+        skips.add(problem, s.shard, s.key, f"{audio.shape[0]} frames at {sr} Hz{peak}")
         return None
     wav = to_mono_16k(audio, sr)
     if max_samples is not None and wav.numel() > max_samples:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import glob
 import io
 import json
+import lzma
+import math
 import os
 import re
 import tarfile
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,30 +142,54 @@ def expand_urls(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
 # ----------------------------------------------------------------------------- reading raw members
 
 
+_TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
 def iter_tar_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield (key, {ext: bytes}) for each sample of one shard, grouping consecutive members by key."""
-    current_key, current = None, {}
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = os.path.basename(member.name)
-            if "." not in base:
-                continue
-            key, ext = base.split(".", 1)
-            data = tar.extractfile(member).read()
-            if key != current_key and current_key is not None:
-                yield current_key, current
-                current = {}
-            current_key = key
-            current[ext] = data
+    """Yield (key, {ext: bytes}) for each sample of one shard, grouping consecutive members by key.
+
+    A shard that cannot be opened or read to its end (random bytes, truncated, bad compression) raises
+    ShardFormatError naming the file and how many samples came before; a missing file raises
+    FileNotFoundError as usual.
+    """
+    current_key, current, n = None, {}, 0
+    with open(path, "rb") as f:
+        try:
+            with tarfile.open(fileobj=f, mode="r:*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    base = os.path.basename(member.name)
+                    if "." not in base:
+                        continue
+                    key, ext = base.split(".", 1)
+                    data = tar.extractfile(member).read()
+                    if key != current_key and current_key is not None:
+                        n += 1
+                        yield current_key, current
+                        current = {}
+                    current_key = key
+                    current[ext] = data
+        except _TAR_ERRORS as e:
+            detail = " ".join(str(e).split())[:200]
+            raise ShardFormatError(f"{path}: unreadable tar after {n} samples ({type(e).__name__}: {detail})") from e
     if current_key is not None:
         yield current_key, current
 
 
 def audio_duration(data: bytes) -> float:
-    info = sf.info(io.BytesIO(data))
+    """Seconds of encoded FLAC/WAV audio from its header; AudioHeaderError when it has no usable header."""
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError... on bad bytes
+        raise AudioHeaderError(f"audio header unreadable ({type(e).__name__}: {e})") from e
+    if info.samplerate <= 0:
+        raise AudioHeaderError(f"audio header has sample rate {info.samplerate}")
     return info.frames / info.samplerate
+
+
+class AudioHeaderError(ValueError):
+    """Encoded audio whose header cannot be read (see `audio_duration`)."""
 
 
 # ----------------------------------------------------------------------------- one sample's metadata
@@ -170,11 +197,14 @@ def audio_duration(data: bytes) -> float:
 
 class SampleError(ShardFormatError):
     """One sample breaks the format. `reason` is the loader's skip reason (missing_json, invalid_json,
-    missing_field, missing_audio), `detail` the loader's detail; the message says what is wrong."""
+    bad_metadata, missing_field, missing_audio), `detail` the loader's detail; the message says what is wrong."""
 
     def __init__(self, reason: str, problem: str, detail: str = ""):
         super().__init__(problem)
         self.reason, self.detail = reason, detail
+
+
+_SCALARS = (str, int, float, bool)
 
 
 @dataclass(frozen=True)
@@ -193,34 +223,65 @@ class Sample:
         return self
 
     def duration(self) -> float:
-        """Seconds: the metadata's `duration`, else from the audio header."""
+        """Seconds: the metadata's `duration` (checked by parse_sample), else from the audio header.
+
+        Raises SampleError (undecodable_audio) when it must come from a header that cannot be read."""
         seconds = self.meta.get("duration")
-        return float(seconds) if seconds is not None else audio_duration(self.require_audio().audio)
+        if seconds is not None:
+            return float(seconds)
+        try:
+            return audio_duration(self.require_audio().audio)
+        except AudioHeaderError as e:
+            raise SampleError("undecodable_audio", str(e), str(e)) from e
+
+
+def _check_metadata(meta: dict) -> None:
+    """The fields lakd reads must be plain values: identifiers are scalars, `duration` a finite number >= 0."""
+    for field in REQUIRED_FIELDS:
+        value = meta.get(field)
+        if value is not None and not isinstance(value, _SCALARS):
+            detail = f"{field!r} is a {type(value).__name__}, not a string"
+            raise SampleError("bad_metadata", f"bad metadata ({detail})", detail)
+    seconds = meta.get("duration")
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0
+    ):
+        detail = f"'duration' is {str(seconds)[:40]!r}, not a number of seconds >= 0"
+        raise SampleError("bad_metadata", f"bad metadata ({detail})", detail)
 
 
 def parse_sample(
     key: str, members: Mapping[str, bytes], required: Sequence[str] = (), require_audio: bool = True
 ) -> Sample:
     """The one check of a sample's members: JSON metadata that is an object, with the `required` fields,
-    and (unless `require_audio=False`; then call `Sample.require_audio()` when it matters) an audio member.
+    plain values where lakd reads them (`_check_metadata`), and (unless `require_audio=False`; then call
+    `Sample.require_audio()` when it matters) an audio member.
 
     `members` maps extensions to bytes (`iter_tar_samples`, or a webdataset sample: `__`-keys are ignored).
-    Raises SampleError naming the problem.
+    Raises SampleError naming the problem, and nothing else whatever the bytes (tests/test_fuzz.py).
     """
     if "json" not in members:
         raise SampleError("missing_json", "no .json member")
+    raw = members["json"]
+    if not isinstance(raw, (bytes, bytearray, str)):
+        detail = f"the .json member is a {type(raw).__name__}"
+        raise SampleError("invalid_json", f"invalid JSON metadata ({detail})", detail)
     try:
-        meta = json.loads(members["json"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        meta = json.loads(raw)
+    except RecursionError as e:  # '[[[[...' thousands deep: json gives up at Python's recursion limit
+        detail = "JSON nested too deeply"
+        raise SampleError("bad_metadata", f"bad metadata ({detail})", detail) from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise SampleError("invalid_json", f"invalid JSON metadata ({e})", str(e)) from e
     if not isinstance(meta, dict):
         detail = f"expected an object, got {type(meta).__name__}"
         raise SampleError("invalid_json", f"invalid JSON metadata ({detail})", detail)
+    _check_metadata(meta)
     missing = [f for f in required if f not in meta]
     if missing:
         raise SampleError("missing_field", f"metadata lacks {missing}", f"lacks {missing}")
     ext = next((e for e in AUDIO_EXTS if e in members), None)
-    names = tuple(sorted(k for k in members if not k.startswith("__")))
+    names = tuple(sorted(str(k) for k in members if not str(k).startswith("__")))
     sample = Sample(key, meta, ext, members[ext] if ext else None, names)
     return sample.require_audio() if require_audio else sample
 
@@ -235,12 +296,12 @@ def summarize_shard(path: str | os.PathLike) -> dict:
     for key, members in iter_tar_samples(path):
         try:
             sample = parse_sample(key, members)
+            duration += sample.duration()
         except SampleError as e:
             raise ShardFormatError(f"{path}: sample {key!r} has {e}") from e
         meta = sample.meta
-        duration += sample.duration()
-        counts[meta.get("language", "?")][meta.get("emotion", "?")] += 1
-        speakers.add(meta.get("speaker", "?"))
+        counts[str(meta.get("language", "?"))][str(meta.get("emotion", "?"))] += 1
+        speakers.add(str(meta.get("speaker", "?")))
         n += 1
     p = Path(path)
     return {

@@ -9,25 +9,33 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 
+from lakd.data.audio import MAX_PEAK, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
 log = logging.getLogger("lakd.data")
 
 MIN_SECONDS = 0.05  # shorter audio gives a wav2vec2-base model no frame to pool: skipped as "too_short"
 LOG_FIRST = 20  # per reason and worker, the first skips are logged one by one; the rest are counted
 
 SKIP_REASONS = {
+    "missing_shard": "shard listed in index.json is not on disk (only with data.missing_shards=skip)",
     "corrupt_shard": "tar shard could not be read to its end (rest of the shard skipped)",
     "truncated_shard": "shard held fewer samples than its index.json entry says",
     "missing_json": "sample has no .json member",
     "invalid_json": "metadata is not a JSON object",
+    "bad_metadata": "metadata nested too deeply, or a field lakd reads is not a plain value",
     "missing_field": "metadata lacks 'emotion' or 'language'",
     "missing_audio": "sample has no .flac or .wav member",
     "unknown_label": "emotion not in the configured labels",
     "unknown_language": "language not in the configured languages",
     "undecodable_audio": "audio bytes could not be decoded",
+    "bad_sample_rate": f"sample rate outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz",
+    "too_long": "audio longer than data.max_decoded_seconds",
     "empty_audio": "audio has no samples",
     "nonfinite_audio": "audio has NaN or inf samples",
+    "out_of_range": f"audio has samples beyond ±{MAX_PEAK:g} (float audio lives in [-1, 1])",
     "silent_audio": "audio is all zeros",
     "too_short": f"audio shorter than {MIN_SECONDS} s",
+    "nonfinite_output": "evaluation only: the model's probabilities for the sample are NaN or inf (not scored)",
 }
 
 
@@ -56,6 +64,7 @@ class SkipCounter:
         self.examples: dict[str, list[str]] = defaultdict(list)
         self._seen: set = set()
         self._logged: Counter = Counter()
+        self._taken: Counter = Counter()
 
     def add(self, reason: str, shard: str, key: str | None = None, detail: str = "", n: int = 1) -> None:
         where = f"{shard}:{key}" if key else str(shard)
@@ -77,12 +86,19 @@ class SkipCounter:
         else:
             log.debug(message)
 
+    def take_new(self) -> dict[str, int]:
+        """Counts added since the previous call, by reason: what a batch carries as its `skipped` entry, so
+        the counts travel with the data from DataLoader workers even when the consumer stops mid-epoch."""
+        new = {r: n - self._taken[r] for r, n in self.counts.items() if n > self._taken[r]}
+        self._taken.update(new)
+        return dict(sorted(new.items()))
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     def merge(self, other: SkipCounter | dict) -> None:
-        """Add the counts of another counter (or its `as_dict()`, e.g. from a DataLoader worker)."""
+        """Add the counts of another counter, its `as_dict()`, or `{"counts": take_new()}` (from a worker)."""
         d = other.as_dict() if isinstance(other, SkipCounter) else other
         for reason, n in d.get("counts", {}).items():
             self.counts[reason] += n

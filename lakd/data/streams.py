@@ -2,8 +2,9 @@
 
 Evaluation reads every sample exactly once across ranks and workers, in shard order. Training runs one
 shuffled, cycling WebDataset pipeline per language and mixes them by temperature sampling to a fixed
-number of samples. A worker ends its stream with a `WorkerReport` of its skip counts (or a `WorkerFailure`
-in strict mode), which the loader in the main process merges.
+number of samples. Each batch carries the worker's new skip counts (`batch["skipped"]`) and a worker ends its
+stream with a `WorkerReport` of the rest (or a `WorkerFailure` in strict mode); the loader in the main process
+merges them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def stable_seed(*parts) -> int:
 
 
 class WorkerReport:
-    """End-of-stream marker a worker sends through the DataLoader carrying its skip counts."""
+    """End-of-stream marker a worker sends through the DataLoader: the skip counts since its last batch and
+    examples of skipped samples. Each batch carries the counts since the batch before (`batch["skipped"]`),
+    so a consumer that stops after its last batch (the trainer) still has every count of what it read."""
 
     def __init__(self, skips: dict):
         self.skips = skips
@@ -72,11 +75,13 @@ class ShardDataset(torch.utils.data.IterableDataset):
             samples = self._eval_samples(worker, num_workers, skips, label_ids, language_ids)
             rng, batch_size = None, spec.cfg.eval_batch_size
         try:
-            yield from batches(samples, batch_size, spec.cfg.bucket, spec.cfg.bucket_buffer, rng)
+            for batch in batches(samples, batch_size, spec.cfg.bucket, spec.cfg.bucket_buffer, rng):
+                batch["skipped"] = skips.take_new()  # counts travel with the data (see WorkerReport)
+                yield batch
         except BadSampleError as e:
             yield WorkerFailure(e)
             return
-        yield WorkerReport(skips.as_dict())
+        yield WorkerReport({**skips.as_dict(), "counts": skips.take_new()})
 
     # -- evaluation: every sample once, in a fixed order
     def _eval_samples(self, worker, num_workers, skips, label_ids, language_ids) -> Iterator[LabeledSample]:
@@ -101,7 +106,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             if isinstance(s, Rejected):
                 s.count(skips)
             elif s is not None:
-                s = decode_sample(s, skips, spec.max_samples, None)
+                s = decode_sample(s, skips, spec.max_samples, None, spec.cfg.max_decoded_seconds)
                 if s is not None:
                     yield s
 
@@ -201,7 +206,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             except StopIteration:
                 del probs[language]
                 continue
-            s = decode_sample(s, skips, spec.max_samples, crop_rng)
+            s = decode_sample(s, skips, spec.max_samples, crop_rng, spec.cfg.max_decoded_seconds)
             if s is None:
                 fails[language] += 1
                 if fails[language] > max(100, 2 * per_language[language]):

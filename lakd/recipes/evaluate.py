@@ -21,8 +21,12 @@ log = logging.getLogger("lakd.recipes.evaluate")
 def predict_shards(
     model, spec, labels, languages, data_cfg: DataConfig, device, dist=None, language_filter=None
 ) -> dict:
-    """Run `model` over every sample of `spec` once (across ranks); rank 0 gets all predictions."""
+    """Run `model` over every sample of `spec` once (across ranks); rank 0 gets all predictions.
+
+    `skipped` holds the loader's skip counts plus `nonfinite_output`: a sample whose probabilities are NaN or
+    inf is logged by key and left out, never scored as class 0 or written as NaN into a report."""
     from lakd.data.loader import build_loader
+    from lakd.data.skips import SkipCounter
 
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     was_training = model.training
@@ -43,11 +47,17 @@ def predict_shards(
         out = model(
             batch["input_values"].to(device), batch["attention_mask"].to(device), batch["language_ids"].to(device)
         )
-        probs.append(torch.softmax(out.logits.float(), -1).cpu().numpy())
-        y_true.extend(batch["labels"].tolist())
-        keys.extend(batch["keys"])
-        langs.extend(batch["languages"])
-        speakers.extend(batch.get("speakers", [None] * len(batch["keys"])))
+        p = torch.softmax(out.logits.float(), -1).cpu().numpy()
+        finite = np.isfinite(p).all(axis=1)
+        for i in np.flatnonzero(~finite):
+            loader.skips.add("nonfinite_output", "model output", batch["keys"][i], "NaN/inf probabilities: not scored")
+        n = len(batch["keys"])
+        speakers_of = batch.get("speakers", [None] * n)
+        probs.append(p[finite])
+        y_true.extend(y for y, ok in zip(batch["labels"].tolist(), finite) if ok)
+        keys.extend(k for k, ok in zip(batch["keys"], finite) if ok)
+        langs.extend(l for l, ok in zip(batch["languages"], finite) if ok)
+        speakers.extend(s for s, ok in zip(speakers_of, finite) if ok)
     model.train(was_training)
     result = {
         "keys": keys,
@@ -56,13 +66,22 @@ def predict_shards(
         "languages": langs,
         "speakers": speakers,
     }
+    skipped = loader.skips
     if world > 1 and torch.distributed.is_initialized():
         gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, result)
+        torch.distributed.all_gather_object(gathered, (result, skipped.as_dict()))
         result = {
-            k: (np.concatenate([g[k] for g in gathered]) if k == "probs" else sum((list(g[k]) for g in gathered), []))
+            k: (
+                np.concatenate([g[k] for g, _ in gathered])
+                if k == "probs"
+                else sum((list(g[k]) for g, _ in gathered), [])
+            )
             for k in result
         }
+        skipped = SkipCounter()
+        for _, counts in gathered:
+            skipped.merge(counts)
+    result["skipped"] = skipped.as_dict()
     result["y_pred"] = result["probs"].argmax(-1).tolist() if len(result["probs"]) else []
     return result
 
@@ -106,6 +125,7 @@ def evaluate_model(
 
     pred = predict_shards(model, spec, labels, languages, data_cfg, device, language_filter=language_filter)
     report = build_report(pred, list(labels), n_bootstrap=n_bootstrap, seed=seed, title=title)
+    report["skipped"] = pred["skipped"]  # bad samples and non-finite outputs left out, by reason (metrics.json)
     if out_dir is not None:
         write_report(report, out_dir)
         report["out_dir"] = str(out_dir)
