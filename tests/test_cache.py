@@ -14,8 +14,8 @@ from lakd.distill.cache import (
     CacheMissError,
     TeacherCache,
     checkpoint_hash,
-    write_teacher_cache,
 )
+from lakd.distill.cache_write import write_teacher_cache
 from lakd.models.ser import SERModel
 
 LABELS = ["anger", "happiness", "neutral", "sadness"]

@@ -55,7 +55,8 @@ def bench_distill(
 
     from lakd.config import load_config
     from lakd.data.loader import build_loader
-    from lakd.distill.cache import TeacherCache, write_teacher_cache
+    from lakd.distill.cache import TeacherCache
+    from lakd.distill.cache_write import write_teacher_cache
     from lakd.distill.losses import distillation_loss, teacher_weights
     from lakd.models.ser import SERModel
     from lakd.train.distributed import resolve_device

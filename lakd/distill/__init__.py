@@ -7,8 +7,8 @@ from lakd.distill.cache import (
     CacheMissError,
     TeacherCache,
     checkpoint_hash,
-    write_teacher_cache,
 )
+from lakd.distill.cache_write import write_teacher_cache
 from lakd.distill.losses import EmbeddingProjections, distillation_loss, route_matrix, teacher_weights
 
 __all__ = [

@@ -2,13 +2,13 @@
 
 Layout (`out_dir`):
 
-    manifest.json                      teachers, checkpoint hashes, data fingerprint, per-shard sha256
+    manifest.json                      teachers, checkpoint hashes, data fingerprint, per-shard sha256 and size
     <teacher>/cache-000000.tar         per sample `<key>.npz` with float32 `logits [C]` and `pooled [H]`
     <teacher>/cache-000001.tar ...
 
-Each shard is written to a temp file and renamed; `manifest.json` is rewritten (atomically) after each
-teacher completes, so a killed job leaves complete teachers (skipped on resume) and one partial teacher
-(restarted from scratch). Teachers run on the eval view of the data (whole utterance, truncated like
+This module holds the format (names, errors, fingerprints, the manifest) and reading (`TeacherCache`);
+writing is `lakd.distill.cache_write.write_teacher_cache`, whose manifest never claims what is not on disk
+(docs/guarantees.md). Teachers run on the eval view of the data (whole utterance, truncated like
 evaluation), not on the random training crops: see docs/method.md.
 """
 
@@ -20,16 +20,15 @@ import json
 import logging
 import os
 import tarfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lakd.data.index import shard_entry, shard_sample_counts
-from lakd.data.shards import check_key, expand_urls
-from lakd.io import TarShardWriter, atomic_write_json, sha256_file
+from lakd.data.index import shard_entry
+from lakd.data.shards import expand_urls
+from lakd.io import sha256_file
 
 log = logging.getLogger("lakd.distill.cache")
 
@@ -103,42 +102,7 @@ def teacher_language(name: str, languages: Sequence[str]) -> str | None:
     return name if name in languages else None
 
 
-# ----------------------------------------------------------------------------- writing
-
-
-def _encode_npz(logits: np.ndarray, pooled: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, logits=logits.astype(np.float32), pooled=pooled.astype(np.float32))
-    return buf.getvalue()
-
-
-class _CacheShardWriter(TarShardWriter):
-    """`<dir>/cache-NNNNNN.tar` shards of `<key>.npz`; records each finished shard's path, sha256 and size."""
-
-    def __init__(self, directory: Path, max_count: int):
-        super().__init__(directory, SHARD_PREFIX, max_count)
-        self.shards: list[dict] = []
-
-    def add(self, key: str, data: bytes) -> None:
-        self.add_sample([(f"{key}.npz", data)])
-
-    def shard_finished(self, path: Path, num_samples: int) -> None:
-        self.shards.append(
-            {"path": f"{self.directory.name}/{path.name}", "sha256": sha256_file(path), "num_samples": num_samples}
-        )
-
-
-def _clear_teacher_dir(directory: Path) -> None:
-    """Remove a teacher's (partial or stale) cache shards; only files this module writes are touched."""
-    if not directory.is_dir():
-        return
-    for p in directory.iterdir():
-        if p.is_file() and (p.name.startswith(f"{SHARD_PREFIX}-") or p.name.startswith(f".{SHARD_PREFIX}.")):
-            p.unlink()
-    try:
-        directory.rmdir()
-    except OSError:
-        pass  # holds files we did not write: leave it
+# ----------------------------------------------------------------------------- the manifest
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
@@ -147,142 +111,12 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
         return None
     try:
         m = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:
         raise CacheError(f"{p}: invalid JSON ({e}); delete the cache directory to rebuild it") from e
-    if m.get("format") != FORMAT:
-        raise CacheError(f"{p}: format {m.get('format')!r}, this lakd reads {FORMAT!r}")
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        found = m.get("format") if isinstance(m, dict) else type(m).__name__
+        raise CacheError(f"{p}: format {found!r}, this lakd reads {FORMAT!r}")
     return m
-
-
-@torch.no_grad()
-def _run_teacher(
-    model,
-    batches,
-    writer: _CacheShardWriter,
-    name: str,
-    progress: Callable[[str, int, int | None], None] | None,
-    total: int | None,
-    device,
-) -> int:
-    seen: set[str] = set()
-    for batch in batches:
-        x = batch["input_values"].to(device)
-        mask = batch["attention_mask"].to(device)
-        lang = torch.tensor([model.language_id(l) for l in batch["languages"]], dtype=torch.long, device=device)
-        out = model(x, mask, lang)
-        logits = out.logits.float().cpu().numpy()
-        pooled = out.pooled.float().cpu().numpy()
-        for i, key in enumerate(batch["keys"]):
-            check_key(key)
-            if key in seen:
-                raise CacheError(
-                    f"sample key {key!r} occurs twice in the cached data; keys must be unique across shards"
-                )
-            seen.add(key)
-            writer.add(key, _encode_npz(logits[i], pooled[i]))
-        if progress is not None:
-            progress(name, len(seen), total)
-    return len(seen)
-
-
-def write_teacher_cache(
-    teacher_dirs: Mapping[str, str | os.PathLike],
-    spec,
-    out_dir: str | os.PathLike,
-    labels: Sequence[str],
-    languages: Sequence[str],
-    data_cfg,
-    device="cpu",
-    batch_size: int | None = None,
-    progress: Callable[[str, int, int | None], None] | None = None,
-    resume: bool = True,
-    eval_max_seconds: float | None = None,
-    samples_per_shard: int = 1000,
-    teacher_languages: Mapping[str, str | None] | None = None,
-) -> dict:
-    """Run every teacher (eval mode, no grad) once over every sample of `spec`; return the manifest.
-
-    teacher_dirs: name -> checkpoint dir (names in `languages` are per-language teachers, others teach all,
-    unless `teacher_languages` says otherwise). A teacher already complete in the manifest with the same
-    checkpoint hash and data fingerprint is skipped (`resume=False` recomputes all). `progress(teacher,
-    samples_done, total_or_None)` is called after each batch. Run it in one process (rank 0).
-    """
-    from dataclasses import replace
-
-    from lakd.data.loader import EVAL_MAX_FACTOR, build_loader
-    from lakd.models.ser import SERModel
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    labels, languages = list(labels), list(languages)
-    if not teacher_dirs:
-        raise CacheError(f"{out}: no teachers to cache")
-    effective_max = EVAL_MAX_FACTOR * data_cfg.max_seconds if eval_max_seconds is None else eval_max_seconds
-    data_cfg = replace(data_cfg, eval_batch_size=batch_size or data_cfg.eval_batch_size)
-    fp = data_fingerprint(spec, labels, languages, effective_max)
-    device = torch.device(device)
-
-    old = read_manifest(out) if resume else None
-    manifest = {"format": FORMAT, "labels": labels, "languages": languages, "data": fp, "teachers": {}}
-    if old is not None and old.get("data", {}).get("hash") == fp["hash"]:
-        manifest["teachers"] = dict(old.get("teachers", {}))
-    elif old is not None:
-        log.info("%s: data, labels or truncation changed since the cache was written: recomputing all teachers", out)
-    for stale in set((old or {}).get("teachers", {})) - set(manifest["teachers"]):
-        _clear_teacher_dir(out / stale)
-
-    total = None
-    try:
-        total = sum(shard_sample_counts(expand_urls(spec)).values())
-    except Exception:  # a count is only for progress display
-        pass
-
-    for name, ckpt in teacher_dirs.items():
-        if "/" in name or name.startswith(".") or name in ("", MANIFEST):
-            raise CacheError(f"teacher name {name!r} cannot be used as a cache directory name")
-        ckpt_hash = checkpoint_hash(ckpt)
-        lang = (teacher_languages or {}).get(name, teacher_language(name, languages))
-        done = manifest["teachers"].get(name)
-        if done is not None and done.get("checkpoint_hash") == ckpt_hash and done.get("complete"):
-            log.info("cache %s: teacher %s up to date (%d samples), skipped", out, name, done["num_samples"])
-            continue
-        manifest["teachers"].pop(name, None)
-        tdir = out / name
-        _clear_teacher_dir(tdir)
-        tdir.mkdir(parents=True, exist_ok=True)
-
-        model = SERModel.from_pretrained(ckpt, map_location=device).eval()
-        if list(model.labels) != labels:
-            raise CacheError(f"teacher {name} ({ckpt}) predicts labels {model.labels}, the cache is for {labels}")
-        loader = build_loader(spec, labels, languages, cfg=data_cfg, train=False, eval_max_seconds=effective_max)
-        writer = _CacheShardWriter(tdir, samples_per_shard)
-        start = time.time()
-        try:
-            n = _run_teacher(model, loader, writer, name, progress, total, device)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        if n == 0:
-            raise CacheError(f"teacher {name}: no samples in {spec} (see the loader's skip log)")
-        manifest["teachers"][name] = {
-            "checkpoint": str(Path(ckpt).resolve()),
-            "checkpoint_hash": ckpt_hash,
-            "language": lang,
-            "hidden_size": model.hidden_size,
-            "num_samples": n,
-            "shards": writer.shards,
-            "skips": loader.skips.as_dict(),
-            "seconds": round(time.time() - start, 2),
-            "complete": True,
-        }
-        manifest["order"] = [t for t in teacher_dirs if t in manifest["teachers"]]
-        atomic_write_json(out / MANIFEST, manifest)
-        log.info("cache %s: teacher %s: %d samples in %.1f s", out, name, n, time.time() - start)
-        del model
-    manifest["order"] = [t for t in teacher_dirs if t in manifest["teachers"]]
-    atomic_write_json(out / MANIFEST, manifest)
-    return manifest
 
 
 # ----------------------------------------------------------------------------- reading
