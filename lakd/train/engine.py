@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from lakd.config import OptimConfig
 from lakd.train import checkpoint as ckpt
+from lakd.train import data_skips
 from lakd.train import distributed as D
 from lakd.train.backends import ModelWithExtras, build_backend
 from lakd.train.checkpoint import BEST_DIR, LAST_DIR, RunCheckpoints
@@ -179,6 +180,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write out_dir/last (model + trainer state) atomically. Collective: call on every rank."""
+        data_skips.fold_onto_rank0(self.progress, self.dist)
         state = {**self.progress.as_state(), **self._run_shape(), "backend": self.backend.state_dict()}
         return self.checkpoints.save_last(self._meta(checkpoint="last", dev=self.progress.last_eval), state)
 
@@ -192,6 +194,7 @@ class Trainer:
         for message in warnings:
             self.logger.event("resume_warning", message=message)
         self.progress = p = TrainingProgress.from_state(state)
+        data_skips.after_resume(p, self.dist)
         if state["world_size"] == self.dist.world_size:
             self._pending_rng = state["rng"][self.dist.rank]
         where = state["_dir"]
@@ -295,6 +298,7 @@ class Trainer:
                 n_samples = 0
                 lr_used = self.backend.lr()  # before DeepSpeed steps the scheduler inside backward
                 for i, batch in enumerate(batches):
+                    p.add_epoch_skips(batch.get("skipped"))  # the loader's skips behind this batch
                     batch = self._to_device(batch)
                     n_samples += batch_size(batch)
                     with self.backend.no_sync(i == len(batches) - 1):
@@ -324,12 +328,15 @@ class Trainer:
                     self.save_checkpoint()
                     self.logger.event("checkpoint", step=p.step)
             if short or p.batch_in_epoch >= usable:  # end of epoch
+                data_skips.end_epoch(p, self.dist, self.logger, epoch)
                 p.epoch += 1
                 p.batch_in_epoch = 0
                 if not self.cfg.eval_every and p.last_eval_step != p.step:
                     self._evaluate()
             if p.step >= self.total_steps and p.stop_reason is None:
                 p.stop_reason = "max_steps" if self.cfg.max_steps else "epochs"
+        if p.batch_in_epoch > 0:  # stopped inside an epoch (max_steps, early stopping): report its skips too
+            data_skips.end_epoch(p, self.dist, self.logger, p.epoch, partial=True)
         if self.eval_fn is not None and p.last_eval_step != p.step:
             self._evaluate()
 
@@ -380,6 +387,7 @@ class Trainer:
             "train_seconds": round(p.train_seconds, 3),
             "samples_per_s": p.samples_seen * self.dist.world_size / p.train_seconds if p.train_seconds else None,
             "nonfinite_skips": p.nonfinite_skips,
+            "skipped": data_skips.run_totals(p, self.dist),  # samples the loader skipped, by reason
             "precision": self.precision,
             "deepspeed": self.use_deepspeed,
             "world_size": self.dist.world_size,
@@ -390,5 +398,6 @@ class Trainer:
             from lakd.io import atomic_write_json
 
             atomic_write_json(self.out_dir / SUMMARY_FILE, json.loads(json.dumps(summary, default=str)))
-            self.logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+            scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+            self.logger.summary({**scalars, **data_skips.skip_metrics(summary["skipped"], "skipped_total")})
         return summary

@@ -8,7 +8,8 @@ grad accumulation, ...), as before.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -25,6 +26,10 @@ class TrainingProgress:
     stop_reason: str | None = None  # max_steps | epochs | early_stopping once finished
     train_seconds: float = 0.0  # time inside training steps (not evaluation or checkpoints)
     nonfinite_skips: int = 0  # optimizer steps skipped for non-finite gradients
+    # samples the loader skipped, by reason (batch["skipped"]): of the current epoch, not yet reported (this
+    # rank's, plus every rank's up to the last checkpoint on rank 0), and of the run's reported epochs (all ranks)
+    epoch_skipped: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -36,4 +41,10 @@ class TrainingProgress:
 
     @classmethod
     def from_state(cls, state: dict) -> TrainingProgress:
-        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+        """The fields of a trainer state (one written before a field existed gets its default)."""
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls) if f.name in state})
+
+    def add_epoch_skips(self, counts: Mapping[str, int] | None) -> None:
+        """Add a batch's loader skip counts ({reason: n}) to the current epoch's."""
+        for reason, n in (counts or {}).items():
+            self.epoch_skipped[reason] = self.epoch_skipped.get(reason, 0) + int(n)
