@@ -245,18 +245,44 @@ def test_relaunch_skips_done_units_and_resumes_after_failure(tmp_path, capsys):
     assert len(calls(run)) == 6  # en, fi, fr, cache, student, evaluate: each once
 
 
-def test_relaunch_with_another_config_keeps_done_units_and_warns(tmp_path, caplog):
+def test_relaunch_with_a_changed_config_is_refused_before_anything_runs_unless_asked(tmp_path, caplog):
+    """Each unit records the settings that change its result; a relaunch compares them for every unit before it
+    submits anything: refused with the differences, --restart redoes the changed units (a student's change
+    leaves the teachers alone), --resume-changed keeps them."""
+    from lakd.config_diff import ConfigChanged
+
     run = tmp_path / "run"
     launch(small_cfg(languages=["en"]), run, executor="debug", recipes=RECIPES)
+    done = json.loads((unit_dir(run, "student") / "done.json").read_text())
+    assert done["settings"]["student_optim.lr"] == 3e-4 and "launch.executor" not in done["settings"]
     cfg = small_cfg(languages=["en"])
-    cfg.launch.resources = {"student": {"time_min": 5}}  # launch settings do not change results: no warning
-    with caplog.at_level("WARNING", logger="lakd.launch"):
-        launch(cfg, run, executor="debug", recipes=RECIPES)
-    assert "another config" not in caplog.text
+    cfg.launch.resources = {"student": {"time_min": 5}}  # launch settings do not change results
+    cfg.data.num_workers = 3
+    assert launch(cfg, run, executor="debug", recipes=RECIPES)["jobs"] == {}
+
     cfg.student_optim.lr = 1e-5
+    config_before = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigChanged, match=(
+        rf"^{run} \(student, evaluate\) was started with other settings: student_optim.lr: 0.0003 → 1e-05\. "
+        r"Rerun with --restart"
+    )):  # fmt: skip
+        launch(cfg, run, executor="debug", recipes=RECIPES)
+    assert (run / "config.yaml").read_text() == config_before  # refused before anything was written
+
     with caplog.at_level("WARNING", logger="lakd.launch"):
-        summary = launch(cfg, run, executor="debug", recipes=RECIPES)
-    assert summary["jobs"] == {} and "student was done with another config" in caplog.text
+        kept = launch(cfg.copy(on_config_change="resume"), run, executor="debug", recipes=RECIPES)
+    assert kept["jobs"] == {} and "student: config changed (student_optim.lr: 0.0003 → 1e-05): kept" in caplog.text
+
+    redone = launch(cfg.copy(on_config_change="restart"), run, executor="debug", recipes=RECIPES)
+    assert set(redone["jobs"]) == {"student", "evaluate"}  # the teachers' and the cache's settings did not change
+    assert calls(run).count("teacher en") == 1 and calls(run).count("student 1 cache") == 2
+    assert launch(cfg, run, executor="debug", recipes=RECIPES)["jobs"] == {}  # now recorded: the same run
+
+    bad = small_cfg(languages=["en"])
+    bad.data.batch_size = 0  # every unit's config is checked before anything is submitted
+    with pytest.raises(ConfigError, match=r"data\.batch_size must be an integer >= 1, got 0"):
+        launch(bad, tmp_path / "other", executor="debug", recipes=RECIPES)
+    assert not (tmp_path / "other").exists()
 
 
 def test_local_executor_runs_jobs_as_subprocesses(tmp_path):

@@ -19,9 +19,9 @@ Contracts
   `optim_cfg.select_metric` on these dev metrics, never on test.
 
 Files (rank 0; see lakd.train.checkpoint): `best/`, `last/` (+ trainer_state.pt), `metrics.jsonl`,
-`summary.json`. Preemption: SIGUSR1/SIGTERM set a flag; at the next step boundary the loop writes `last/` and
-raises `Preempted` (lakd.train.preemption: launchers requeue, a CLI exits with EXIT_PREEMPTED; the next attempt
-resumes).
+`summary.json`, `run.lock` (held while `fit` runs, lakd.run_lock). Preemption: SIGUSR1/SIGTERM set a flag;
+at the next step boundary the loop writes `last/` and raises `Preempted` (lakd.train.preemption: launchers
+requeue, a CLI exits with EXIT_PREEMPTED; the next attempt resumes).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from lakd.train.epochs import EpochBatches
 from lakd.train.optim import autocast_context, resolve_precision
 from lakd.train.preemption import Preempted, StopSignalFlag
 from lakd.train.progress import TrainingProgress
+from lakd.train.run_dir import hold_for_training
 from lakd.train.train_metrics import TrainMetricsWindow, batch_size
 
 LossFn = Callable[[Any, dict], "tuple[torch.Tensor, Mapping[str, Any]]"]
@@ -250,7 +251,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- loop
     def fit(self) -> dict:
-        """Train to the end (or early stop); returns the summary. Raises `Preempted` on SIGUSR1/SIGTERM."""
+        """Train to the end (or early stop); returns the summary. Raises `Preempted` on SIGUSR1/SIGTERM.
+
+        Holds out_dir's run lock throughout (lakd.train.run_dir): another run into it gets RunDirBusy."""
+        broadcast = D.broadcast_object if self.dist.distributed else None
+        with hold_for_training(self.out_dir, self.dist.is_main, broadcast):
+            return self._fit()
+
+    def _fit(self) -> dict:
         resumed = self.resume and self._try_resume()
         if resumed and self.progress.stop_reason is not None:
             self.logger.event("already_finished", step=self.progress.step, reason=self.progress.stop_reason)
