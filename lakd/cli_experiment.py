@@ -168,11 +168,10 @@ def grids_cmd(grid: str | None = typer.Option(None, "--grid", "-g", help="One gr
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e), code=2)
     for g in grids:
-        table = Table(
-            "variant", "label", "method", "train", "teachers", "overrides", title=f"{g.name}: {g.description}"
-        )
+        table = Table("variant", "label", "method", "train", "teachers", title=f"{g.name}: {g.description}")
+        table.add_column("overrides", overflow="fold")
         for v in g.variants:
-            overrides = " ".join(f"{k}={val}" for k, val in v.overrides.items())
+            overrides = "\n".join(f"{k}={val}" for k, val in v.overrides.items())
             name = v.name + (" (baseline)" if v.name == g.baseline else "")
             table.add_row(name, v.label, v.method, v.train, v.teachers or "—", overrides)
         console.print(table)

@@ -81,7 +81,7 @@ def plot_confusions(confusions: dict[str, list], classes: Sequence[str], path: P
     plt = _pyplot()
     k = max(len(confusions), 1)
     c = len(classes)
-    fig, axes = plt.subplots(1, k, figsize=(0.55 * c * k + 1.2 * k, 0.55 * c + 1.6), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(0.55 * c * k + 1.2 * k, 0.55 * c + 2.4), dpi=120, squeeze=False)
     for ax, (label, matrix) in zip(axes[0], confusions.items()):
         m = np.asarray(matrix, dtype=float)
         support = m.sum(1, keepdims=True)
