@@ -166,3 +166,17 @@ def test_wandb_environment_wins_over_the_config(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "sometimes")
     with pytest.raises(ValueError, match="WANDB_MODE"):
         wandb_settings(cfg.wandb, tmp_path)
+
+
+def test_pbt_changes_only_values_a_copied_checkpoint_can_continue_with(tiny, tmp_path):
+    mutable = load_space(None, tiny).pbt_mutations()
+    assert set(mutable) == {
+        "distill.kd_weight",
+        "distill.temperature",
+        "distill.weighting",
+        "distill.cosine_tau",
+        "student.language_dropout",
+    }  # not the model's shape (depth, language embedding, β's projections) nor the resumed optimizer's lr
+    shape_only = load_space(write_space(tmp_path, {"student.attention_depth": {"int": [1, 2]}}), tiny)
+    with pytest.raises(ValueError, match="nothing in the space can change"):
+        check_options(SearchOptions(scheduler="pbt", algorithm="random"), shape_only)

@@ -77,6 +77,11 @@ def check_options(opts: SearchOptions, space: SearchSpace) -> None:
         raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {opts.scheduler!r}")
     if opts.scheduler == "pbt" and opts.algorithm != "random":
         raise ConfigError("--scheduler pbt mutates the values itself: use it with --algorithm random")
+    if opts.scheduler == "pbt" and not space.pbt_mutations():
+        raise ConfigError(
+            "--scheduler pbt: nothing in the space can change during training (λ, T, τ, weighting, language "
+            "dropout can; the model's shape and the optimizer's settings cannot)"
+        )
     if opts.resume not in ("auto", "never", "must"):
         raise ConfigError(f"--resume must be auto, never or must, got {opts.resume!r}")
     if opts.cpus_per_trial <= 0 or opts.gpus_per_trial < 0:
@@ -291,7 +296,7 @@ def run_search(opts: SearchOptions) -> dict:
             run_config=tune.RunConfig(
                 name=opts.name,
                 storage_path=str(storage),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=4),  # PBT copies from other trials' latest
             ),
         )
         search_dir.mkdir(parents=True, exist_ok=True)

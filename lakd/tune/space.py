@@ -29,6 +29,10 @@ SEARCHABLE_SECTIONS = ("student.", "student_optim.", "distill.")
 NOT_SEARCHABLE = ("distill.use_cache",)  # the trials share one cache: all or none use it
 LAYERS = "layers"  # stands for the student's number of transformer layers in an `int` range
 GRID_POINTS = 3
+# PBT copies a better trial's checkpoint into a worse one and changes some values: never those that change the
+# model's shape (the checkpoint would not load), nor the optimizer's (its state is resumed with the checkpoint)
+PBT_FIXED = ("student.attention_depth", "student.attention_dim", "student.language_embedding", "distill.embed_weight")
+PBT_FIXED_SECTIONS = ("student_optim.", "student.backbone", "student.hierarchical_attention", "student.family")
 
 # The default space (tune/space.yaml documents the same entries; a test keeps the two equal).
 DEFAULT_SPACE: dict[str, dict] = {
@@ -126,11 +130,13 @@ class SearchSpace:
         return out
 
     def pbt_mutations(self) -> dict:
-        """PopulationBasedTraining's hyperparam_mutations: what a copied trial may change to."""
+        """PopulationBasedTraining's hyperparam_mutations: what a copied trial may change to (see PBT_FIXED)."""
         from ray import tune
 
         out = {}
         for p in self.params:
+            if p.path in PBT_FIXED or p.path.startswith(PBT_FIXED_SECTIONS):
+                continue
             if p.kind == "uniform":
                 out[p.path] = tune.uniform(*p.values)
             elif p.kind == "loguniform":
