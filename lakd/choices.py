@@ -36,7 +36,7 @@ STAGE_ALIASES = {"prepare": "shards", "data": "shards", "teacher": "teachers", "
 MISSING_SHARDS = ("error", "skip")  # data.missing_shards: what a shard that index.json lists but the disk lacks does
 SELECT_METRICS = ("ua", "wa")  # optim.select_metric: the dev metric that picks best/
 WANDB_MODES = ("online", "offline", "disabled")
-# on_config_change: what rerunning a run whose result-affecting settings changed does (lakd.config_diff)
+# on_config_change: what rerunning a run whose result-affecting settings changed does (lakd.config.diff)
 CONFIG_CHANGE_POLICIES = ("refuse", "restart", "resume")
 
 # The keys a `backbone:` section may set: the fields of each family's transformers config class (a default

@@ -249,7 +249,7 @@ def test_relaunch_with_a_changed_config_is_refused_before_anything_runs_unless_a
     """Each unit records the settings that change its result; a relaunch compares them for every unit before it
     submits anything: refused with the differences, --restart redoes the changed units (a student's change
     leaves the teachers alone), --resume-changed keeps them."""
-    from lakd.config_diff import ConfigChanged
+    from lakd.config.diff import ConfigChanged
 
     run = tmp_path / "run"
     launch(small_cfg(languages=["en"]), run, executor="debug", recipes=RECIPES)

@@ -20,7 +20,7 @@ from tiny_run import tiny_run
 from tiny_training import make_trainer, optim
 
 from lakd.config import Config
-from lakd.config_diff import ConfigChanged, result_settings
+from lakd.config.diff import ConfigChanged, result_settings
 from lakd.train.logging import read_metrics
 from lakd.train.run_dir import claim_run_dir, read_settings
 

@@ -9,7 +9,7 @@
 A variant whose overrides change what the teachers learn (teacher, teacher_optim, data, labels, languages)
 gets its own teachers and cache (items suffixed with a short hash); the others share them.
 
-Every unit has a *key*: a hash of what it computes (`lakd.config_diff.result_settings` of its stage, and the
+Every unit has a *key*: a hash of what it computes (`lakd.config.diff.result_settings` of its stage, and the
 keys of the units it reads). Its outputs go to `work/<stage>/<item>-<key>/`, and experiment.json records the keys:
 a relaunch whose unit has another key forgets that unit's markers, so a changed variant reruns only itself
 and what reads it, into a fresh directory (the old one stays on disk). Jobs find the experiment directory from
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lakd.config import Config, ConfigError, validate
-from lakd.config_diff import RESULT_SECTIONS, result_settings
+from lakd.config.diff import RESULT_SECTIONS, result_settings
 from lakd.experiments.grids import Grid, Variant
 from lakd.launch.graph import Stage, data_present, stage_resources
 from lakd.launch.unit_graph import UnitSpec, UnitStage

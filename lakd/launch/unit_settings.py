@@ -1,7 +1,7 @@
 """Whether a unit that ran before may be resumed or skipped: its result-affecting settings, compared before
 anything is submitted.
 
-A unit's job records `unit_settings` (lakd.config_diff.result_settings of its config) in its state.json when it
+A unit's job records `unit_settings` (lakd.config.diff.result_settings of its config) in its state.json when it
 starts and in its done.json when it ends. A relaunch compares them with
 today's for every unit, before it submits a single job: a done unit would otherwise be skipped with another
 config's result, a started one resumed with a mix of two. What happens on a change is the config's
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lakd.config import Config
-from lakd.config_diff import changed_error, result_settings, settings_changes
+from lakd.config.diff import changed_error, result_settings, settings_changes
 from lakd.launch.graph import Stage
 from lakd.launch.unit_graph import UnitStage, unit_config
 from lakd.launch.units import read_done, read_json, unit_dir, work_hash

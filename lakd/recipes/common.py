@@ -23,9 +23,9 @@ def teacher_dir(cfg: Config, language: str) -> Path:
 def claim_output(cfg: Config, out_dir: str | os.PathLike, stage: str, **extra):
     """Context manager: hold `out_dir` for this run (its run lock; another run gets RunDirBusy) and settle the
     settings it was started with (lakd.train.run_dir): on a change, refuse / restart / resume as
-    `cfg.on_config_change` says. `stage` picks the settings that matter (lakd.config_diff); `extra` adds
+    `cfg.on_config_change` says. `stage` picks the settings that matter (lakd.config.diff); `extra` adds
     recipe arguments that change the result (e.g. which teachers a student learns from)."""
-    from lakd.config_diff import result_settings
+    from lakd.config.diff import result_settings
     from lakd.train.run_dir import claim_run_dir
 
     return claim_run_dir(out_dir, {**result_settings(cfg, stage), **extra}, cfg.on_config_change)

@@ -5,7 +5,7 @@ it afresh.
         ...  # check done.json, train, write done.json
 
 `claim_run_dir` takes the directory's run lock (lakd.run_lock: a second run gets RunDirBusy naming the holder)
-and compares the run's result-affecting settings (lakd.config_diff) with `settings.json`, which the first
+and compares the run's result-affecting settings (lakd.config.diff) with `settings.json`, which the first
 attempt wrote: unchanged, or a new directory, the run goes on (a resume, or "already trained"); changed, it
 does what `on_config_change` says:
 
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lakd.config_diff import changed_error, settings_changes
+from lakd.config.diff import changed_error, settings_changes
 from lakd.io import atomic_write_json
 from lakd.run_lock import RunDirBusy, lock_run_dir
 

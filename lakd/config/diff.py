@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lakd.config import Config, ConfigError
+from lakd.config.schema import Config, ConfigError
 
 _TEACHERS = ("seed", "labels", "languages", "data", "teacher", "teacher_optim")
 _STUDENT = (*_TEACHERS, "student", "student_optim", "distill")

@@ -12,7 +12,15 @@ import re
 from typing import Any
 
 from lakd import choices as C
-from lakd.config import Config, ConfigError, ModelConfig, OptimConfig, StageResources, closest, dataclass_from_dict
+from lakd.config.schema import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    OptimConfig,
+    StageResources,
+    closest,
+    dataclass_from_dict,
+)
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 

@@ -1,24 +1,17 @@
-"""Typed run configuration: nested dataclasses loaded from YAML, with `a.b.c=value` overrides.
+"""The config's schema: one dataclass per section, ConfigError, and the coercion of YAML values to field types.
 
-One config file describes a whole experiment (data, teachers, student, distillation, launch);
-each recipe reads the sections it needs. Unknown keys are an error that names the file and key,
-so a typo never silently falls back to a default.
+Kept apart from loading (lakd.config) so that the checks (lakd.config.checks) and the settings diff
+(lakd.config.diff) can use the types without importing the loader that calls them.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-import yaml
-
 from lakd import DEFAULT_LABELS
-from lakd.io import atomic_write_bytes
 
 
 @dataclass
@@ -129,7 +122,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch intra-op threads (None = torch default)
-    # a rerun whose result-affecting settings changed (lakd.config_diff): refuse | restart | resume
+    # a rerun whose result-affecting settings changed (lakd.config.diff): refuse | restart | resume
     on_config_change: str = "refuse"
     labels: list = field(default_factory=lambda: list(DEFAULT_LABELS))
     languages: list = field(default_factory=lambda: ["en", "fi", "fr"])
@@ -266,67 +259,3 @@ def set_path(cfg: Config, dotted: str, value: Any) -> None:
             obj = getattr(obj, p)
         else:
             raise ConfigError(f"override {dotted}: {'.'.join(parts[:depth])} is a value ({obj!r}), not a section")
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.path=value")
-    k, v = text.split("=", 1)
-    try:
-        return k.strip(), yaml.safe_load(v)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from e
-
-
-def config_from_dict(d: dict, where: str = "config") -> Config:
-    return dataclass_from_dict(Config, d or {}, where)
-
-
-BUILTIN_DIR = Path(__file__).parent / "configs"
-
-
-def resolve_config_path(path: str | os.PathLike) -> Path:
-    """A config path, or the name of a built-in config (`tiny`, `emosynth3`, ...)."""
-    p = Path(path)
-    if p.exists():
-        return p
-    builtin = BUILTIN_DIR / f"{path}.yaml"
-    if builtin.exists():
-        return builtin
-    raise FileNotFoundError(
-        f"config {path!r} not found (built-in configs: {', '.join(sorted(x.stem for x in BUILTIN_DIR.glob('*.yaml')))})"
-    )
-
-
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (a path or a built-in name); apply `key.path=value` overrides."""
-    if path is None:
-        cfg = Config()
-    else:
-        p = resolve_config_path(path)
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({e})") from e
-        cfg = config_from_dict(raw, where=str(p))
-    for o in overrides or []:
-        set_path(cfg, *parse_override(o))
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: Config) -> None:
-    """Check values the dataclass types cannot (lakd.config_checks): one ConfigError naming the key."""
-    from lakd.config_checks import check_config
-
-    check_config(cfg)
-
-
-def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-
-
-def config_hash(cfg: Config) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
