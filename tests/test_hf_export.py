@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_models import LABELS, TINY_BACKBONE
 from typer.testing import CliRunner
 
 import lakd
@@ -19,16 +20,6 @@ from lakd.config import ModelConfig
 from lakd.export import export_model
 from lakd.models.ser import SERModel
 
-TINY = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": [16, 16, 16, 16],
-    "conv_stride": [10, 4, 4, 2],
-    "conv_kernel": [10, 8, 4, 4],
-}
-LABELS = ["anger", "happiness", "neutral", "sadness"]
 LANGS = ["en", "fi", "fr"]
 RATE = 22050  # not 16 kHz: the pipeline's resampling and lakd's must agree too
 
@@ -67,7 +58,7 @@ def _checkpoint(root, name, family="wav2vec2", student=False, normalize=False, s
     torch.manual_seed(seed)
     cfg = ModelConfig(
         family=family,
-        backbone={**TINY, "feat_extract_norm": "group" if group_norm else "layer"},
+        backbone={**TINY_BACKBONE, "feat_extract_norm": "group" if group_norm else "layer"},
         freeze_feature_encoder=False,
         normalize_audio=normalize,
         language_embedding=student,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_models import LABELS, TINY_BACKBONE
 from typer.testing import CliRunner
 
 import lakd
@@ -13,22 +14,11 @@ from lakd.cli import app
 from lakd.config import ModelConfig
 from lakd.models.ser import SERModel
 
-TINY = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": [16, 16, 16, 16],
-    "conv_stride": [10, 4, 4, 2],
-    "conv_kernel": [10, 8, 4, 4],
-}
-LABELS = ["anger", "happiness", "neutral", "sadness"]
-
 
 def _save(tmp_path, student: bool):
     torch.manual_seed(0)
     cfg = ModelConfig(
-        backbone=dict(TINY),
+        backbone=dict(TINY_BACKBONE),
         freeze_feature_encoder=False,
         language_embedding=student,
         hierarchical_attention=student,
