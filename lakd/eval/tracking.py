@@ -121,9 +121,9 @@ def log_evaluation(
 def log_report_run(cfg, report: Mapping, out_dir: str | Path, name: str, tags: Sequence[str] = ()) -> None:
     """A test evaluation as its own W&B run (job_type "evaluate", in the run's group): scalars, run summary,
     confusion images per language and overall, per-class table and confusion chart. Nothing when W&B is off."""
-    from lakd.train.logging import RunLogger
+    from lakd.train.logging import RunLogger, wandb_settings
 
-    if cfg.wandb.mode == "disabled":
+    if wandb_settings(cfg.wandb, out_dir)["mode"] == "disabled":  # the environment wins over the config
         return
     split = Path(out_dir).name
     with RunLogger(

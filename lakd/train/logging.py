@@ -28,11 +28,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lakd.choices import WANDB_MODES
+
 METRICS_FILE = "metrics.jsonl"
 _DETAIL_PREFIXES = ("recall_", "precision_", "f1_")  # per-class values: in metrics.jsonl and W&B, not the console
 _IN_PROGRESS_LINE = ("train/loss", "train/epoch", "train/samples_per_s")  # shown by the progress text already
 WANDB_ID_FILE = "wandb_run_id"
-WANDB_MODES = ("online", "offline", "disabled")
 
 
 def wandb_settings(wandb_cfg: Any, default_dir: str | os.PathLike) -> dict:
