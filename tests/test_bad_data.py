@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import soundfile as sf
+from raw_tar import write_tar
 
 from lakd.config import DataConfig
 from lakd.data.loader import build_loader
@@ -33,14 +34,6 @@ def _wav(x, sr=16_000, subtype="FLOAT"):
 
 def _tone(n=3200, sr=16_000):
     return (0.3 * np.sin(np.arange(n) * 2 * np.pi * 200 / sr)).astype(np.float32)
-
-
-def _write_tar(path, members):
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 BAD = {  # key -> (members, reason)
@@ -100,7 +93,7 @@ def bad_corpus(tmp_path):
         ]
         good.append(gk)
         members += ms
-    _write_tar(tmp_path / "bad-000000.tar", members)
+    write_tar(tmp_path / "bad-000000.tar", members)
     with ShardWriter(tmp_path, "good", max_count=4, write_index=False) as w:
         for i in range(8):
             w.write(f"clean{i}", json.loads(_meta(0, "fi")), audio=_tone(), sample_rate=16_000)

@@ -5,13 +5,13 @@ import io
 import json
 import logging
 import struct
-import tarfile
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from raw_tar import write_tar
 from typer.testing import CliRunner
 
 from lakd.cli import app
@@ -49,21 +49,13 @@ def _with_header_rate(wav: bytes, rate: int) -> bytes:
     return bytes(b)
 
 
-def _write_tar(path, members):
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def _good(key, lang="en"):
     return [(f"{key}.flac", encode_flac(_tone(), 16_000)), (f"{key}.json", json.dumps(_meta(lang)).encode())]
 
 
 def _shard_with(tmp_path, bad_members, name="mixed-000000.tar", n_good=4):
     members = [m for i in range(n_good) for m in _good(f"good{i}")] + bad_members
-    _write_tar(tmp_path / name, members)
+    write_tar(tmp_path / name, members)
     write_index(tmp_path)
     return tmp_path
 
@@ -160,7 +152,7 @@ def test_evaluation_never_scores_nan_and_counts_it_by_key(tmp_path, caplog):
 def test_deeply_nested_json_is_a_counted_skip_and_shards_index_names_the_shard(tmp_path, caplog):
     deep = b"[" * 100_000 + b"]" * 100_000
     members = [m for i in range(4) for m in _good(f"good{i}")] + [("deep.flac", encode_flac(_tone(), 16_000))]
-    _write_tar(tmp_path / "deep-000000.tar", members + [("deep.json", deep)])
+    write_tar(tmp_path / "deep-000000.tar", members + [("deep.json", deep)])
     caplog.set_level(logging.WARNING, logger="lakd.data")
     keys, counts = _eval_keys_and_skips(tmp_path)
     assert len(keys) == 4 and counts == {"bad_metadata": 1}

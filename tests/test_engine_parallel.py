@@ -76,6 +76,12 @@ def run_torchrun(tmp_path: Path, nproc: int, deepspeed: bool = False, zero: int 
     return json.loads(result.read_text())
 
 
+def merged_two_ranks(epoch):
+    """Both ranks' batches of `epoch` concatenated: what one process would see with the global batch."""
+    r0, r1 = make_batches(epoch, 3, 4, rank=0, world_size=2), make_batches(epoch, 3, 4, rank=1, world_size=2)
+    return [{k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a} for a, b in zip(r0, r1)]
+
+
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     """2 ranks x 4 samples (DDP, gloo) == 1 process x 8 samples (the same samples): gradients are averaged."""
     two = run_torchrun(tmp_path, 2)
@@ -84,17 +90,11 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     torch.manual_seed(0)
     model = TinySER(dropout=0.0)
 
-    def merged(epoch):
-        r0, r1 = make_batches(epoch, 3, 4, rank=0, world_size=2), make_batches(epoch, 3, 4, rank=1, world_size=2)
-        return [
-            {k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a} for a, b in zip(r0, r1)
-        ]
-
     t = Trainer(
         model,
         optim(epochs=1, warmup_ratio=0.0),
         loss_fn=ce_loss,
-        train_loader_factory=merged,
+        train_loader_factory=merged_two_ranks,
         steps_per_epoch=3,
         out_dir=tmp_path / "one",
     )
@@ -182,17 +182,11 @@ def test_deepspeed_zero2_two_processes(tmp_path):
     torch.manual_seed(0)
     model = TinySER(dropout=0.0)
 
-    def merged(epoch):
-        r0, r1 = make_batches(epoch, 3, 4, rank=0, world_size=2), make_batches(epoch, 3, 4, rank=1, world_size=2)
-        return [
-            {k: (torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] + b[k]) for k in a} for a, b in zip(r0, r1)
-        ]
-
     Trainer(
         model,
         optim(epochs=1, warmup_ratio=0.0),
         loss_fn=ce_loss,
-        train_loader_factory=merged,
+        train_loader_factory=merged_two_ranks,
         steps_per_epoch=3,
         out_dir=tmp_path / "one",
     ).fit()

@@ -6,19 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_models import TINY_RUN
 from typer.testing import CliRunner
 
 from lakd.cli import app
 
-TINY_RUN = [
-    "synth.speakers_per_language=3",
-    "synth.utterances_per_speaker=8",
-    "synth.splits={train: 1, dev: 1, test: 1}",
-    "teacher_optim.epochs=1",
-    "student_optim.epochs=1",
-    "wandb.mode=offline",
-    "threads=1",
-]
 LANGS = ["en", "fi", "fr"]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 from counting_loop import counting_training_loop
+from tiny_models import TINY_RUN
 
 from lakd.config import Config, StageResources
 from lakd.launch import LaunchError, StageTask, launch, stage_status
@@ -434,16 +435,7 @@ def test_driver_job_submits_the_graph_from_a_compute_node(tmp_path):
 # ----------------------------------------------------------------------------------- the real pipeline
 # `sbatch slurm/distill.sh tiny` end to end: synthesized shards, a teacher job array, the teacher cache, the
 # student and its evaluation - every stage a SLURM job chained with afterok - then the results are checked.
-TINY_PIPELINE = [
-    "synth.speakers_per_language=3",
-    "synth.utterances_per_speaker=8",
-    "synth.splits={train: 1, dev: 1, test: 1}",
-    "teacher_optim.epochs=1",
-    "student_optim.epochs=1",
-    "wandb.mode=offline",
-    "threads=1",
-    "launch.resources.default={cpus: 1, mem_gb: 3, time_min: 20}",
-]
+TINY_PIPELINE = [*TINY_RUN, "launch.resources.default={cpus: 1, mem_gb: 3, time_min: 20}"]
 
 
 def test_sbatch_distill_sh_runs_the_tiny_pipeline(tmp_path):

@@ -10,3 +10,14 @@ TINY_BACKBONE = {
     "conv_kernel": [10, 8, 4, 4],
 }
 LABELS = ["anger", "happiness", "neutral", "sadness"]
+
+# The smallest end-to-end run of the tiny config: 3 speakers × 8 utterances per language, one epoch each.
+TINY_RUN = [
+    "synth.speakers_per_language=3",
+    "synth.utterances_per_speaker=8",
+    "synth.splits={train: 1, dev: 1, test: 1}",
+    "teacher_optim.epochs=1",
+    "student_optim.epochs=1",
+    "wandb.mode=offline",
+    "threads=1",
+]
