@@ -34,6 +34,10 @@ STAGES = ("shards", "teachers", "cache", "student", "evaluate")  # the job graph
 STAGE_ALIASES = {"prepare": "shards", "data": "shards", "teacher": "teachers", "distill": "student", "eval": "evaluate"}
 
 MISSING_SHARDS = ("error", "skip")  # data.missing_shards: what a shard that index.json lists but the disk lacks does
+# data.augment: the noise kinds (lakd.data.augment: coloured noises, babble of other utterances, files of
+# noise_dir) and the band-limiting filters
+AUGMENT_NOISE_TYPES = ("white", "pink", "brown", "babble", "file")
+AUGMENT_BANDLIMIT_TYPES = ("lowpass", "highpass", "telephone")
 SELECT_METRICS = ("ua", "wa")  # optim.select_metric: the dev metric that picks best/
 WANDB_MODES = ("online", "offline", "disabled")
 # on_config_change: what rerunning a run whose result-affecting settings changed does (lakd.config.diff)

@@ -370,12 +370,15 @@ def status_cmd(
 def bench_data_cmd(
     shards: str = typer.Option(None, help="Shards to read (default: synthesize a small corpus)."),
     workers: str = typer.Option("0,1,2", help="Worker counts to compare."),
-    out: Path = typer.Option(Path("bench/results/data.json"), "--out", help="Where the results JSON goes."),
+    out: Path = typer.Option(None, "--out", help="Results JSON (default bench/results/data[-augment].json)."),
+    augment: bool = typer.Option(False, "--augment", help="Also measure with every waveform augmentation on."),
 ) -> None:
-    """Loader throughput (samples/s, audio-s/s) by worker count."""
-    from lakd.bench.data import bench_data
+    """Loader throughput (samples/s, audio-s/s) by worker count (and with/without augmentation)."""
+    from lakd.bench.data import all_augmentations, bench_data
 
-    bench_data(shards, worker_counts=tuple(int(w) for w in workers.split(",")), out_json=out)
+    out = out or Path("bench/results/data-augment.json" if augment else "bench/results/data.json")
+    workers_ = tuple(int(w) for w in workers.split(","))
+    bench_data(shards, worker_counts=workers_, out_json=out, augment=all_augmentations() if augment else None)
 
 
 @bench_app.command("distill")

@@ -1,5 +1,7 @@
 """Loader throughput by DataLoader worker count (`lakd bench data`), and a small tone corpus to run it on.
 
+`--augment` measures the waveform augmentation's cost: every transform on, side by side with the clean loader.
+
 Throughput is measured from the start of iteration (worker start-up included) over `max_batches`
 training batches: samples/s and seconds of audio/s, plus the time to the first batch.
 """
@@ -17,6 +19,7 @@ import numpy as np
 
 from lakd import DEFAULT_LABELS, SAMPLE_RATE
 from lakd.config import DataConfig
+from lakd.config.schema import AugmentConfig
 from lakd.data.index import directory_counts
 from lakd.data.shards import ShardWriter, expand_urls, write_index
 from lakd.io import atomic_write_json
@@ -71,6 +74,16 @@ def _labels_and_languages(spec) -> tuple[list[str], list[str]]:
     return sorted(labels) or list(DEFAULT_LABELS), sorted(counts)
 
 
+def _ratios(results: list[dict]) -> dict:
+    """Per worker count: augmented / clean samples/s (the cost of augmentation; < 1 is slower)."""
+    by = {(r["num_workers"], r["augment"]): r["samples_per_s"] for r in results}
+    return {
+        str(w): round(by[(w, "on")] / by[(w, "off")], 3)
+        for w in sorted({r["num_workers"] for r in results})
+        if by.get((w, "on")) and by.get((w, "off"))
+    }
+
+
 def bench_data(
     spec=None,
     worker_counts=(0, 1, 2),
@@ -79,10 +92,13 @@ def bench_data(
     out_json: str | os.PathLike | None = None,
     cfg: DataConfig | None = None,
     console=None,
+    augment: AugmentConfig | None = None,
 ) -> dict:
     """Training-loader throughput per worker count; prints a rich table and writes JSON atomically.
 
     `spec=None` benchmarks a small tone corpus (mixed 16/22.05/44.1 kHz, mono/stereo) made in a temp dir.
+    `augment` also measures each worker count with that waveform augmentation (`data.augment`), side by
+    side with the clean loader, and reports augmented / clean throughput per worker count.
     """
     from rich.console import Console
     from rich.table import Table
@@ -98,9 +114,14 @@ def bench_data(
         labels, languages = _labels_and_languages(spec)
         base = cfg or DataConfig()
         results = []
-        for workers in worker_counts:
+        variants = [("off", base.augment)] + ([("on", augment)] if augment is not None else [])
+        for workers, (aug_name, aug_cfg) in ((w, v) for w in worker_counts for v in variants):
             c = dataclasses.replace(
-                base, num_workers=int(workers), batch_size=batch_size, epoch_samples=max_batches * batch_size
+                base,
+                num_workers=int(workers),
+                batch_size=batch_size,
+                epoch_samples=max_batches * batch_size,
+                augment=aug_cfg,
             )
             loader = build_loader(spec, labels, languages, cfg=c, train=True, allow_unknown_language=True)
             samples, audio_s, first = 0, 0.0, None
@@ -114,6 +135,7 @@ def bench_data(
             results.append(
                 {
                     "num_workers": int(workers),
+                    **({"augment": aug_name} if augment is not None else {}),
                     "batches": len(loader),
                     "samples": samples,
                     "audio_seconds": round(audio_s, 2),
@@ -138,6 +160,7 @@ def bench_data(
         "bucket": base.bucket,
         "shuffle_buffer": base.shuffle_buffer,
         "results": results,
+        **({"augment": dataclasses.asdict(augment), "augment_ratio": _ratios(results)} if augment else {}),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -147,18 +170,33 @@ def bench_data(
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     table = Table(title=f"loader throughput ({report['spec']}, batch {batch_size}, {max_batches} batches)")
-    for col in ("workers", "samples/s", "audio s/s", "first batch s", "total s"):
+    for col in (
+        "workers",
+        *(("augment",) if augment is not None else ()),
+        "samples/s",
+        "audio s/s",
+        "first batch s",
+        "total s",
+    ):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(
             str(r["num_workers"]),
+            *((r["augment"],) if augment is not None else ()),
             f"{r['samples_per_s']:.1f}",
             f"{r['audio_seconds_per_s']:.1f}",
             f"{r['first_batch_s']:.2f}",
             f"{r['seconds']:.2f}",
         )
     console.print(table)
+    for workers, ratio in report.get("augment_ratio", {}).items():
+        console.print(f"{workers} workers: augmented / clean samples/s = {ratio}")
     if out_json is not None:
         atomic_write_json(out_json, report)
         console.print(f"wrote {out_json}")
     return report
+
+
+def all_augmentations() -> AugmentConfig:
+    """Every transform at probability 1 (the worst case of `data.augment`), for `lakd bench data --augment`."""
+    return AugmentConfig(speed_prob=1.0, noise_prob=1.0, gain_prob=1.0, reverb_prob=1.0, bandlimit_prob=1.0)

@@ -8,6 +8,7 @@ launch) import as well; numeric fields are bounded here so that a value that wou
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -83,6 +84,45 @@ def _check_data(cfg: Config) -> None:
     check_number("data.epoch_samples", d.epoch_samples, 1, integer=True, optional=True)
     check_choice("data.missing_shards", d.missing_shards, C.MISSING_SHARDS)
     check_number("data.max_decoded_seconds", d.max_decoded_seconds, 0, above=True)
+    _check_augment(d.augment)
+
+
+def _check_range(key: str, value: Any, low: float, high: float | None = None, above: bool = False) -> None:
+    """A `[low, high]` pair of numbers within bounds, low <= high."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise ConfigError(f"{key} must be a [low, high] pair of numbers, got {value!r}")
+    for i, v in enumerate(value):
+        check_number(f"{key}[{i}]", v, low, high, above=above)
+    if value[0] > value[1]:
+        raise ConfigError(f"{key} must be [low, high] with low <= high, got {value!r}")
+
+
+def _check_augment(a: Any) -> None:
+    for name in ("speed", "noise", "gain", "reverb", "bandlimit"):
+        check_number(f"data.augment.{name}_prob", getattr(a, f"{name}_prob"), 0, 1)
+    if not isinstance(a.speed_factors, list) or not a.speed_factors:
+        raise ConfigError(f"data.augment.speed_factors must be a non-empty list of numbers, got {a.speed_factors!r}")
+    for i, f in enumerate(a.speed_factors):
+        check_number(f"data.augment.speed_factors[{i}]", f, 0.5, 2.0)
+    if not isinstance(a.noise_types, list) or not a.noise_types:
+        raise ConfigError(f"data.augment.noise_types must be a non-empty list, got {a.noise_types!r}")
+    for t in a.noise_types:
+        check_choice("data.augment.noise_types", t, C.AUGMENT_NOISE_TYPES)
+    if a.noise_prob > 0 and "file" in a.noise_types:
+        if not a.noise_dir or not os.path.isdir(a.noise_dir):
+            raise ConfigError(
+                f"data.augment.noise_types has 'file': data.augment.noise_dir must be a directory, got {a.noise_dir!r}"
+            )
+    _check_range("data.augment.noise_snr_db", a.noise_snr_db, -30, 100)
+    _check_range("data.augment.gain_db", a.gain_db, -60, 40)
+    _check_range("data.augment.reverb_rt60", a.reverb_rt60, 0, 3.0, above=True)
+    _check_range("data.augment.reverb_drr_db", a.reverb_drr_db, -20, 40)
+    if not isinstance(a.bandlimit_types, list) or not a.bandlimit_types:
+        raise ConfigError(f"data.augment.bandlimit_types must be a non-empty list, got {a.bandlimit_types!r}")
+    for t in a.bandlimit_types:
+        check_choice("data.augment.bandlimit_types", t, C.AUGMENT_BANDLIMIT_TYPES)
+    _check_range("data.augment.lowpass_hz", a.lowpass_hz, 50, 7900)
+    _check_range("data.augment.highpass_hz", a.highpass_hz, 10, 7900)
 
 
 def check_backbone_keys(key: str, family: str, backbone: dict) -> None:

@@ -15,6 +15,28 @@ from lakd import DEFAULT_LABELS
 
 
 @dataclass
+class AugmentConfig:
+    """Waveform augmentation of training crops (lakd.data.augment, docs/training.md#augmentation); all off by
+    default. Each transform fires with its `*_prob`; a `[low, high]` pair is a range drawn from uniformly."""
+
+    speed_prob: float = 0.0  # resample by a factor of speed_factors (shifts pitch too)
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    noise_prob: float = 0.0  # additive noise of a type from noise_types at an SNR (dB) in noise_snr_db
+    noise_types: list = field(default_factory=lambda: ["white", "pink", "brown", "babble"])  # + file (noise_dir)
+    noise_snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
+    noise_dir: str | None = None  # directory of .wav/.flac/.ogg noise files (e.g. MUSAN) for noise type `file`
+    gain_prob: float = 0.0  # random gain in gain_db
+    gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])
+    reverb_prob: float = 0.0  # synthetic room impulse response, RT60 (s) and direct-to-reverberant ratio (dB)
+    reverb_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])
+    reverb_drr_db: list[float] = field(default_factory=lambda: [0.0, 10.0])
+    bandlimit_prob: float = 0.0  # a filter from bandlimit_types: lowpass | highpass | telephone
+    bandlimit_types: list = field(default_factory=lambda: ["lowpass", "highpass", "telephone"])
+    lowpass_hz: list[float] = field(default_factory=lambda: [3000.0, 7000.0])
+    highpass_hz: list[float] = field(default_factory=lambda: [100.0, 400.0])
+
+
+@dataclass
 class DataConfig:
     train: Any = None  # data spec: directory, brace pattern, or list of them
     dev: Any = None
@@ -31,6 +53,7 @@ class DataConfig:
     strict: bool = False  # fail fast on bad data instead of counted skips
     missing_shards: str = "error"  # a shard index.json lists but the disk lacks: error | skip (counted, reported)
     max_decoded_seconds: float = 600.0  # longer audio (by its header) is skipped as too_long, never decoded
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training crops only
 
 
 @dataclass
@@ -184,7 +207,13 @@ def _coerce(value: Any, typ: Any, where: str, split_commas: bool = True) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dataclass_from_dict(typ, value, where)
     if typ is list or get_origin(typ) is list:
-        return _coerce_list(value, where, split_commas)
+        item_type = (get_args(typ) or (None,))[0]
+        if item_type in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # `speed_factors=1.1`: a list of one number
+        items = _coerce_list(value, where, split_commas)
+        if item_type in (int, float):  # list[float]: `0.9,1.1` from the command line are numbers too
+            return [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(items)]
+        return items
     if value is None:
         return None
     if typ is dict or get_origin(typ) is dict:

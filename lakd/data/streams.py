@@ -14,10 +14,12 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 import webdataset as wds
 
+from lakd.data.augment import Augmenter
 from lakd.data.batching import batches, worker_quota
 from lakd.data.plan import ReadSpec, wanted_language
 from lakd.data.samples import LabeledSample, Rejected, check_sample, decode_sample, read_shard
@@ -188,6 +190,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         probs = dict(spec.mix)
         rng = random.Random(stable_seed(spec.seed, spec.epoch, "mix", part))
         crop_rng = random.Random(stable_seed(spec.seed, spec.epoch, "crop", part))
+        augmenter = Augmenter(spec.cfg.augment, spec.max_samples)  # training crops only, never evaluation
         fails: Counter = Counter()
         per_language: Counter = Counter()
         for info in spec.shards:
@@ -219,4 +222,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 continue
             fails[language] = 0
             emitted += 1
+            if augmenter.active:  # seeded per sample: the same augmentation whatever the worker count
+                s = replace(
+                    s, audio=augmenter.apply(s.audio, s.key, stable_seed(spec.seed, spec.epoch, "augment", s.key))
+                )
             yield s
