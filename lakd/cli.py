@@ -394,6 +394,20 @@ def bench_distill_cmd(
     bench_distill(teacher_counts=tuple(int(t) for t in teachers.split(",")), steps=steps, device=device, out_json=out)
 
 
+@bench_app.command("cache")
+def bench_cache_cmd(
+    samples: int = typer.Option(20_000, help="Samples at 1x (the second cache has --factor times as many)."),
+    factor: int = typer.Option(10, help="Scale of the second cache."),
+    teachers: int = typer.Option(3, help="Teachers per cache."),
+    hidden: int = typer.Option(768, help="Embedding width H."),
+    out: Path = typer.Option(Path("bench/results/cache.json"), "--out", help="Where the results JSON goes."),
+) -> None:
+    """Teacher cache peak RSS and lookup time, in RAM vs memory-mapped, at 1x and 10x the data."""
+    from lakd.bench.cache import bench_cache
+
+    bench_cache(n=samples, factor=factor, teachers=teachers, hidden=hidden, out_json=out)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

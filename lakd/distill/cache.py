@@ -5,21 +5,20 @@ Layout (`out_dir`):
     manifest.json                      teachers, checkpoint hashes, data fingerprint, per-shard sha256 and size
     <teacher>/cache-000000.tar         per sample `<key>.npz` with float32 `logits [C]` and `pooled [H]`
     <teacher>/cache-000001.tar ...
+    <teacher>/packed-{keys,rows,logits,pooled}.npy   the same knowledge as flat arrays, memory-mapped by readers
 
 This module holds the format (names, errors, fingerprints, the manifest) and reading (`TeacherCache`);
-writing is `lakd.distill.cache_write.write_teacher_cache`, whose manifest never claims what is not on disk
-(docs/guarantees.md). Teachers run on the eval view of the data (whole utterance, truncated like
-evaluation), not on the random training crops: see docs/method.md.
+writing is `lakd.distill.cache_write.write_teacher_cache` (packing: `lakd.distill.cache_pack`), whose manifest
+never claims what is not on disk (docs/guarantees.md). Teachers run on the eval view of the data (whole
+utterance, truncated like evaluation), not on the random training crops: see docs/method.md.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -121,13 +120,92 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
 
 # ----------------------------------------------------------------------------- reading
 
+PACKED_PARTS = ("keys", "rows", "logits", "pooled")
+
+
+def packed_name(part: str) -> str:
+    """File name of a packed array beside a teacher's shards (written by `lakd.distill.cache_pack`)."""
+    return f"packed-{part}.npy"
+
+
+def packed_problem(out: Path, entry: dict, check_sha256: bool = False) -> str | None:
+    """Why a manifest entry's packed files cannot be used as recorded (not packed, missing, another size, and
+    with `check_sha256` another content); None if they can."""
+    packed = entry.get("packed")
+    if not packed or any(part not in packed for part in PACKED_PARTS):
+        return "not packed (written by an older lakd)"
+    for part in PACKED_PARTS:
+        path = out / packed[part]["path"]
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{path} is missing"
+        if size != packed[part]["bytes"]:
+            return f"{path} has {size} bytes, the manifest says {packed[part]['bytes']}"
+        if check_sha256 and sha256_file(path) != packed[part]["sha256"]:
+            return f"{path}: sha256 differs from the manifest"
+    return None
+
+
+class _Teacher:
+    """One teacher's packed arrays, memory-mapped: sorted keys, their rows, logits [N, C], pooled [N, H]."""
+
+    def __init__(self, out: Path, name: str, entry: dict, num_classes: int, verify: bool):
+        problem = packed_problem(out, entry)
+        if problem is not None:
+            raise CacheCorruptError(
+                f"{out}: teacher {name!r}'s packed knowledge cannot be read: {problem}; rerun `lakd cache` "
+                "(it packs the shards again, nothing is recomputed)"
+            )
+        arrays = {}
+        for part in PACKED_PARTS:
+            record = entry["packed"][part]
+            path = out / record["path"]
+            if verify and sha256_file(path) != record["sha256"]:  # in 1 MiB chunks: RSS stays flat
+                raise CacheCorruptError(
+                    f"{path}: sha256 differs from {out / MANIFEST}; the packed file is corrupt, rerun `lakd cache`"
+                )
+            try:
+                arrays[part] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except Exception as e:  # a torn header raises what its parser raises (ValueError, TokenError, ...)
+                raise CacheCorruptError(f"{path}: unreadable packed cache file ({e}); rerun `lakd cache`") from e
+        n = entry["num_samples"]
+        expected = {"keys": (n,), "rows": (n,), "logits": (n, num_classes), "pooled": (n, entry.get("hidden_size"))}
+        kinds = {"keys": "S", "rows": "i", "logits": "f", "pooled": "f"}
+        for part, arr in arrays.items():
+            shape = expected[part] if expected[part][-1] is not None else (n, arr.shape[-1])
+            if arr.shape != shape or arr.dtype.kind != kinds[part]:
+                raise CacheCorruptError(
+                    f"{out / entry['packed'][part]['path']}: array {arr.dtype}{list(arr.shape)}, the manifest says "
+                    f"{list(shape)} ({kinds[part]}); rerun `lakd cache`"
+                )
+        self.name = name
+        self.keys_id = entry["packed"]["keys"]["sha256"]
+        self.keys, self.rows = arrays["keys"], arrays["rows"]
+        self.logits, self.pooled = arrays["logits"], arrays["pooled"]
+
+    def search(self, query: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """Positions of the (encoded) keys `query` in the sorted keys, and the index of the first one absent."""
+        if not len(self.keys):
+            return np.zeros(len(query), np.int64), (0 if len(query) else None)
+        pos = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        absent = np.flatnonzero(self.keys[pos] != query)
+        return pos, (int(absent[0]) if absent.size else None)
+
+
+def _encode_keys(keys: Sequence[str]) -> np.ndarray:
+    return np.array([k.encode() for k in keys], dtype=bytes) if len(keys) else np.zeros(0, "S1")
+
 
 class TeacherCache:
-    """All cached teacher knowledge in memory: per teacher a `[N, C]` logits and `[N, H_k]` embedding array.
+    """Cached teacher knowledge, memory-mapped: per teacher `[N, C]` logits and `[N, H_k]` embeddings on disk.
 
-    Memory is N x (C + H_k) x 4 bytes per teacher (100k utterances x 1024 dims ~ 0.4 GB per teacher),
-    in every process that builds one. `teacher_dirs` (name -> checkpoint) selects and orders the teachers
-    and checks each checkpoint's hash against the manifest; without it, all cached teachers in manifest order.
+    The packed `.npy` files (`lakd.distill.cache_pack`) are opened with `mmap_mode="r"`: a process's own
+    (anonymous) memory does not grow with N, and the file pages it touches are shared with every other process
+    on the node through the page cache (reclaimable; see docs/method.md, "Memory"). Keys are found by binary
+    search in a sorted, memory-mapped key array, not a dict. `teacher_dirs` (name -> checkpoint) selects and
+    orders the teachers and checks each checkpoint's hash against the manifest; without it, all cached
+    teachers in manifest order. `verify` hashes every packed file (in chunks) against the manifest first.
     """
 
     def __init__(
@@ -160,80 +238,54 @@ class TeacherCache:
         self.teacher_names: list[str] = names
         self.teacher_languages: list[str | None] = [teachers[n].get("language") for n in names]
         self.labels: list[str] = list(manifest["labels"])
-        self._logits: list[np.ndarray] = []
-        self._pooled: list[np.ndarray] = []
-        self._rows: list[dict[str, int]] = []
-        for name in names:
-            self._load_teacher(name, teachers[name], verify)
-
-    def _load_teacher(self, name: str, entry: dict, verify: bool) -> None:
-        logits, pooled, rows = [], [], {}
-        for shard in entry["shards"]:
-            path = self.dir / shard["path"]
-            try:
-                data = path.read_bytes()
-            except OSError as e:
-                raise CacheCorruptError(f"{path}: cannot read cache shard ({e})") from e
-            if verify and hashlib.sha256(data).hexdigest() != shard["sha256"]:
-                raise CacheCorruptError(
-                    f"{path}: sha256 differs from {self.dir / MANIFEST}; the shard is corrupt, rerun `lakd cache`"
-                )
-            try:
-                with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-                    for member in tar:
-                        if not member.isfile() or not member.name.endswith(".npz"):
-                            continue
-                        key = member.name[:-4]
-                        with np.load(io.BytesIO(tar.extractfile(member).read())) as z:
-                            rows[key] = len(logits)
-                            logits.append(z["logits"])
-                            pooled.append(z["pooled"])
-            except (tarfile.TarError, OSError, ValueError, KeyError) as e:
-                raise CacheCorruptError(f"{path}: unreadable cache shard ({e}); rerun `lakd cache`") from e
-        if len(rows) != entry["num_samples"]:
-            raise CacheCorruptError(
-                f"{self.dir}/{name}: {len(rows)} samples in the shards, manifest says {entry['num_samples']}"
-            )
-        self._logits.append(np.stack(logits).astype(np.float32, copy=False))
-        self._pooled.append(np.stack(pooled).astype(np.float32, copy=False))
-        self._rows.append(rows)
+        self._teachers = [_Teacher(self.dir, n, teachers[n], len(self.labels), verify) for n in names]
 
     def __len__(self) -> int:
-        return len(self._rows[0]) if self._rows else 0
+        return len(self._teachers[0].keys) if self._teachers else 0
 
     def __contains__(self, key: str) -> bool:
-        return all(key in r for r in self._rows)
+        query = _encode_keys([key])
+        return all(t.search(query)[1] is None for t in self._teachers)
 
     @property
     def embed_dims(self) -> list[int]:
-        return [p.shape[1] for p in self._pooled]
+        return [t.pooled.shape[1] for t in self._teachers]
 
     def lookup(self, keys: Sequence[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Teacher logits `[K, B, C]` and embeddings (K tensors `[B, H_k]`), float32 on CPU, in teacher order."""
+        query = _encode_keys(keys)
+        found: dict[str, np.ndarray] = {}  # teachers with the same sorted keys share one search
         logits, embeds = [], []
-        for name, rows, lg, pl in zip(self.teacher_names, self._rows, self._logits, self._pooled):
-            try:
-                idx = np.fromiter((rows[k] for k in keys), dtype=np.int64, count=len(keys))
-            except KeyError as e:
-                raise CacheMissError(
-                    f"sample key {e.args[0]!r} has no cached knowledge of teacher {name!r} in {self.dir} "
-                    "(was the cache computed on other shards? rerun `lakd cache`)"
-                ) from None
-            logits.append(torch.from_numpy(lg[idx]))
-            embeds.append(torch.from_numpy(pl[idx]))
+        for t in self._teachers:
+            pos = found.get(t.keys_id)
+            if pos is None:
+                pos, absent = t.search(query)
+                if absent is not None:
+                    raise CacheMissError(
+                        f"sample key {keys[absent]!r} has no cached knowledge of teacher {t.name!r} in {self.dir} "
+                        "(was the cache computed on other shards? rerun `lakd cache`)"
+                    )
+                found[t.keys_id] = pos
+            rows = np.asarray(t.rows[pos], dtype=np.int64)  # each teacher's own row order
+            logits.append(torch.from_numpy(np.array(t.logits[rows], dtype=np.float32)))
+            embeds.append(torch.from_numpy(np.array(t.pooled[rows], dtype=np.float32)))
         return torch.stack(logits), embeds
 
     def verify(self) -> dict:
-        """Recompute every shard's sha256 against the manifest; raise CacheCorruptError listing the bad ones."""
-        bad, checked = [], 0
-        for name in self.manifest.get("teachers", {}):
-            for shard in self.manifest["teachers"][name]["shards"]:
-                path = self.dir / shard["path"]
-                checked += 1
+        """Recompute every shard's and packed file's sha256 against the manifest (in chunks); raise
+        CacheCorruptError listing the bad ones."""
+        bad, checked = [], {"shards": 0, "packed": 0}
+        for entry in self.manifest.get("teachers", {}).values():
+            records = [("shards", r) for r in entry["shards"]]
+            records += [("packed", r) for r in (entry.get("packed") or {}).values()]
+            for kind, record in records:
+                path = self.dir / record["path"]
+                checked[kind] += 1
                 if not path.exists():
                     bad.append(f"{path} (missing)")
-                elif sha256_file(path) != shard["sha256"]:
+                elif sha256_file(path) != record["sha256"]:
                     bad.append(f"{path} (sha256 mismatch)")
         if bad:
-            raise CacheCorruptError(f"{self.dir}: {len(bad)} of {checked} cache shards are corrupt: " + ", ".join(bad))
-        return {"shards": checked, "ok": True}
+            total = sum(checked.values())
+            raise CacheCorruptError(f"{self.dir}: {len(bad)} of {total} cache files are corrupt: " + ", ".join(bad))
+        return {**checked, "ok": True}

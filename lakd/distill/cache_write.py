@@ -28,9 +28,11 @@ from lakd.distill.cache import (
     CacheError,
     checkpoint_hash,
     data_fingerprint,
+    packed_problem,
     read_manifest,
     teacher_language,
 )
+from lakd.distill.cache_pack import pack_teacher
 from lakd.io import TarShardWriter, atomic_write_json, sha256_file
 
 log = logging.getLogger("lakd.distill.cache")
@@ -64,11 +66,13 @@ class _CacheShardWriter(TarShardWriter):
 
 
 def _clear_teacher_dir(directory: Path) -> None:
-    """Remove a teacher's (partial or stale) cache shards; only files this module writes are touched."""
+    """Remove a teacher's (partial or stale) cache shards and packed files; only files this module writes are
+    touched."""
     if not directory.is_dir():
         return
+    ours = (f"{SHARD_PREFIX}-", f".{SHARD_PREFIX}.", "packed-", ".packed-")
     for p in directory.iterdir():
-        if p.is_file() and (p.name.startswith(f"{SHARD_PREFIX}-") or p.name.startswith(f".{SHARD_PREFIX}.")):
+        if p.is_file() and p.name.startswith(ours):
             p.unlink()
     try:
         directory.rmdir()
@@ -186,7 +190,9 @@ def write_teacher_cache(
 
     The manifest never claims what is not on disk: all teachers are checked first (`check_teachers`); the
     manifest is rewritten without every entry about to be recomputed *before* any file is deleted, and a
-    teacher's entry is added only after its last shard is in place. A run killed at any point leaves a
+    teacher's entry is added only after its last shard and its packed files (`lakd.distill.cache_pack`) are in
+    place. A complete teacher whose packed files are missing, corrupt (sha256) or never written (an older
+    lakd) is packed again from its shards, not recomputed. A run killed at any point leaves a
     manifest whose every entry is complete; the next run recomputes the rest.
     """
     from dataclasses import replace
@@ -224,6 +230,11 @@ def write_teacher_cache(
             )
         if absent is not None or (name in teachers and entry.get("checkpoint_hash") != teachers[name][0]):
             del valid[name]
+        elif (problem := packed_problem(out, entry, check_sha256=True)) is not None:
+            log.warning(
+                "cache %s: teacher %s's packed files: %s: packing them again from its shards", out, name, problem
+            )
+            valid[name] = {k: v for k, v in entry.items() if k != "packed"}  # claimed again once repacked
     todo = [name for name in teacher_dirs if name not in valid]
     manifest = {"format": FORMAT, "labels": labels, "languages": languages, "data": fp, "teachers": valid}
     manifest["order"] = [t for t in teacher_dirs if t in valid]
@@ -239,7 +250,13 @@ def write_teacher_cache(
 
     for name, ckpt in teacher_dirs.items():
         if name not in todo:
-            log.info("cache %s: teacher %s up to date (%d samples), skipped", out, name, valid[name]["num_samples"])
+            entry = valid[name]
+            if "packed" not in entry:
+                start = time.time()
+                entry["packed"] = pack_teacher(out, name, entry["shards"], entry["num_samples"], len(labels))
+                atomic_write_json(out / MANIFEST, manifest)  # after the packed files are in place
+                log.info("cache %s: teacher %s packed from its shards in %.1f s", out, name, time.time() - start)
+            log.info("cache %s: teacher %s up to date (%d samples), skipped", out, name, entry["num_samples"])
             continue
         ckpt_hash, lang = teachers[name]
         tdir = out / name
@@ -252,12 +269,13 @@ def write_teacher_cache(
         try:
             n = _run_teacher(model, loader, writer, name, progress, total, device)
             writer.close()
+            if n == 0:
+                raise CacheError(f"teacher {name}: no samples in {spec} (see the loader's skip log)")
+            packed = pack_teacher(out, name, writer.shards, n, len(labels))
         except BaseException:
             writer.abort()
             _clear_teacher_dir(tdir)  # the manifest does not list it; leave no half-written teacher behind
             raise
-        if n == 0:
-            raise CacheError(f"teacher {name}: no samples in {spec} (see the loader's skip log)")
         manifest["teachers"][name] = {
             "checkpoint": str(Path(ckpt).resolve()),
             "checkpoint_hash": ckpt_hash,
@@ -265,6 +283,7 @@ def write_teacher_cache(
             "hidden_size": model.hidden_size,
             "num_samples": n,
             "shards": writer.shards,
+            "packed": packed,
             "skips": loader.last_epoch_skips.as_dict(),
             "seconds": round(time.time() - start, 2),
             "complete": True,
