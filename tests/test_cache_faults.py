@@ -5,17 +5,15 @@ are NaN, absurd audio. The manifest never claims what is not on disk; a rerun re
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from kill_at_marker import kill_when_marker_appears
 from test_cache import DATA, LABELS, LANGS, make_shards, save_teacher
 
 from lakd.data.shards import write_index
@@ -78,18 +76,7 @@ def test_a_cache_job_killed_after_a_retrained_teacher_never_leaves_a_lying_manif
     marker = tmp_path / "marker"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = [str(shards), teachers["en"], teachers["fi"], str(out), str(marker)]
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            assert child.poll() is None, "the cache job ended before it was killed"
-            assert time.time() < deadline, "the cache job never reached teacher fi"
-            time.sleep(0.2)
-        child.send_signal(signal.SIGKILL)
-        child.wait(30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    kill_when_marker_appears([sys.executable, "-c", _CHILD, *args], env, marker, "reached teacher fi")
     manifest = assert_manifest_true(out)
     assert list(manifest["teachers"]) == ["en"]  # fi's old entry went before its files did
 

@@ -5,16 +5,15 @@ claimed by the manifest; a child process opening a large cache stays far below i
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from kill_at_marker import kill_when_marker_appears
 from test_cache import make_shards, save_teacher
 from test_cache_faults import assert_manifest_true, write
 
@@ -135,20 +134,8 @@ def test_a_writer_killed_while_packing_leaves_no_packed_file_claimed(tmp_path):
     teachers = {"en": save_teacher(tmp_path / "t_en", 32, 0), "fi": save_teacher(tmp_path / "t_fi", 24, 1)}
     out, marker = tmp_path / "cache", tmp_path / "marker"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_WHILE_PACKING, *shards_args(shards, teachers, out, marker)], env=env
-    )
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            assert child.poll() is None, "the cache job ended before it was killed"
-            assert time.time() < deadline, "the cache job never packed teacher fi"
-            time.sleep(0.2)
-        child.send_signal(signal.SIGKILL)
-        child.wait(30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    cmd = [sys.executable, "-c", _KILLED_WHILE_PACKING, *shards_args(shards, teachers, out, marker)]
+    kill_when_marker_appears(cmd, env, marker, "packed teacher fi")
     left = sorted(p.name for p in (out / "fi").iterdir())
     assert marker.read_text() == "fi/packed-keys.npy" and "packed-keys.npy" in left
     assert any(n.startswith(".packed-") and n.endswith(".tmp") for n in left)  # killed mid-pack: temp files
