@@ -31,3 +31,15 @@ def emosynth3() -> Path:
     if not (EMOSYNTH3 / "train" / "index.json").exists():
         pytest.skip("../shared/corpora/emosynth3 is not present beside the checkout")
     return EMOSYNTH3
+
+
+@pytest.fixture
+def cached(tmp_path):
+    """A teacher cache written by the real writer from two real tiny teachers over real tiny shards."""
+    from cache_fixtures import make_shards, save_teacher, write
+
+    shards = make_shards(tmp_path / "data")
+    teachers = {"en": save_teacher(tmp_path / "t_en", 32, 0), "fi": save_teacher(tmp_path / "t_fi", 24, 1)}
+    out = tmp_path / "cache"
+    write(shards, teachers, out)
+    return shards, teachers, out

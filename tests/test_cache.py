@@ -2,12 +2,11 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from cache_fixtures import make_shards, save_teacher, write
 
-from lakd.config import DataConfig, ModelConfig
-from lakd.data.shards import ShardWriter, iter_tar_samples
+from lakd.data.shards import iter_tar_samples
 from lakd.distill.cache import (
     CacheCorruptError,
     CacheMismatchError,
@@ -15,37 +14,7 @@ from lakd.distill.cache import (
     TeacherCache,
     checkpoint_hash,
 )
-from lakd.distill.cache_write import write_teacher_cache
 from lakd.models.ser import SERModel
-
-LABELS = ["anger", "happiness", "neutral", "sadness"]
-LANGS = ["en", "fi", "fr"]
-DATA = DataConfig(max_seconds=1.0, eval_batch_size=4, num_workers=0, bucket=True)
-
-
-def make_shards(directory, n=12, per_shard=6):
-    rng = np.random.default_rng(0)
-    with ShardWriter(directory, "train", max_count=per_shard) as w:
-        for i in range(n):
-            audio = 0.1 * rng.standard_normal(int(16000 * rng.uniform(0.3, 0.8))).astype(np.float32)
-            meta = {
-                "emotion": LABELS[i % 4],
-                "language": LANGS[i % 3],
-                "speaker": f"s{i % 4}",
-                "corpus": "t",
-                "split": "train",
-            }
-            w.write(f"utt{i:03d}", meta, audio)
-    return directory
-
-
-def save_teacher(path, hidden=32, seed=0):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(
-        backbone={"hidden_size": hidden, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-    )
-    SERModel(cfg, LABELS, LANGS).save_pretrained(path, extra_meta={"kind": "ft-mono"})
-    return str(path)
 
 
 @pytest.fixture
@@ -53,12 +22,6 @@ def setup(tmp_path):
     shards = make_shards(tmp_path / "data")
     teachers = {"en": save_teacher(tmp_path / "t_en", 32, 0), "fi": save_teacher(tmp_path / "t_fi", 24, 1)}
     return shards, teachers, tmp_path / "cache"
-
-
-def write(shards, teachers, out, **kw):
-    return write_teacher_cache(
-        teachers, str(shards), out, LABELS, LANGS, DATA, "cpu", batch_size=4, samples_per_shard=5, **kw
-    )
 
 
 def test_round_trip_matches_running_the_teacher(setup):

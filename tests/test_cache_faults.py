@@ -13,41 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cache_fixtures import (
+    assert_manifest_true,
+    make_shards,
+    save_teacher,
+    write,
+)
 from kill_at_marker import kill_when_marker_appears
-from test_cache import DATA, LABELS, LANGS, make_shards, save_teacher
 
 from lakd.data.shards import write_index
 from lakd.distill.cache import CacheError, TeacherCache, checkpoint_hash
-from lakd.distill.cache_write import write_teacher_cache
 from lakd.models.ser import SERModel
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write(shards, teachers, out, **kw):
-    return write_teacher_cache(
-        teachers, str(shards), out, LABELS, LANGS, DATA, "cpu", batch_size=4, samples_per_shard=5, **kw
-    )
-
-
-def assert_manifest_true(out):
-    """Every teacher the manifest lists is complete and on disk with the recorded checksums."""
-    manifest = json.loads((out / "manifest.json").read_text())
-    for entry in manifest["teachers"].values():
-        assert entry["complete"]
-        for shard in entry["shards"]:
-            assert (out / shard["path"]).exists(), f"manifest lists {shard['path']}, which is not on disk"
-    TeacherCache(out).verify()  # loads every listed teacher, checks every sha256
-    return manifest
-
-
-@pytest.fixture
-def cached(tmp_path):
-    shards = make_shards(tmp_path / "data")
-    teachers = {"en": save_teacher(tmp_path / "t_en", 32, 0), "fi": save_teacher(tmp_path / "t_fi", 24, 1)}
-    out = tmp_path / "cache"
-    write(shards, teachers, out)
-    return shards, teachers, out
 
 
 _CHILD = textwrap.dedent(

@@ -13,23 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cache_fixtures import assert_manifest_true, make_shards, save_teacher, write
 from kill_at_marker import kill_when_marker_appears
-from test_cache import make_shards, save_teacher
-from test_cache_faults import assert_manifest_true, write
 
 from lakd.bench.cache import InRamCache, build_synthetic_cache
 from lakd.distill.cache import CacheCorruptError, CacheMissError, TeacherCache
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def cached(tmp_path):
-    shards = make_shards(tmp_path / "data")
-    teachers = {"en": save_teacher(tmp_path / "t_en", 32, 0), "fi": save_teacher(tmp_path / "t_fi", 24, 1)}
-    out = tmp_path / "cache"
-    write(shards, teachers, out)
-    return shards, teachers, out
 
 
 def all_keys(cache):
