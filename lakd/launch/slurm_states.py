@@ -58,33 +58,39 @@ def _parse_pairs(text: str) -> dict[str, str]:
     return states
 
 
+def _run(cmd: list[str], timeout_s: float) -> str | None:
+    if not shutil.which(cmd[0]):
+        return None
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+
+
 def slurm_job_states(job_ids: Iterable[str], timeout_s: float = 20) -> dict[str, str] | None:
-    """{job id: SLURM state} from sacct (squeue when accounting is off); None when neither answers."""
+    """{job id: SLURM state} from sacct, completed by squeue; None when neither answers.
+
+    sacct learns of a job from slurmdbd a moment after sbatch returns, so a job submitted just now can be missing
+    from its answer while squeue already shows it PENDING. Asking squeue for the jobs sacct does not know keeps
+    a just-submitted job from looking gone (which would let a relaunch submit it twice).
+    """
     ids = sorted({str(j) for j in job_ids if j})
     if not ids:
         return {}
     bases = sorted({base_job_id(j) for j in ids})
-    if shutil.which("sacct"):
-        try:
-            out = subprocess.run(
-                ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(bases)],
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=True,
-            ).stdout
-            states = _parse_pairs(out)
-            if states:
-                return states
-        except (subprocess.SubprocessError, OSError):
-            pass
-    if shutil.which("squeue"):
-        try:
-            out = subprocess.run(
-                ["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True, timeout=timeout_s, check=True
-            ).stdout
-            states = _parse_pairs(out)
-            return {j: states[j] for j in ids if j in states} | {b: states[b] for b in bases if b in states}
-        except (subprocess.SubprocessError, OSError):
-            pass
-    return None
+    states: dict[str, str] = {}
+    answered = False
+    out = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(bases)], timeout_s)
+    if out is not None:
+        answered = True
+        states = _parse_pairs(out)
+    known = {base_job_id(j) for j in states}
+    if any(b not in known for b in bases):
+        out = _run(["squeue", "-h", "-o", "%i|%T"], timeout_s)
+        if out is not None:
+            answered = True
+            queued = _parse_pairs(out)
+            for j, state in queued.items():
+                if base_job_id(j) in bases and base_job_id(j) not in known:
+                    states[j] = state
+    return states if answered or states else None
