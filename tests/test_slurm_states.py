@@ -18,7 +18,8 @@ from lakd.launch.slurm_states import _expand_job_ids, slurm_job_states
 def _command(bin_dir: Path, name: str, output: str | None) -> None:
     """A stand-in `name` that prints output, or fails (exit 1) as sacct does when accounting is off."""
     script = bin_dir / name
-    body = f"cat <<'OUT'\n{output}\nOUT\n" if output is not None else "echo 'accounting storage is disabled' >&2\nexit 1\n"
+    failing = "echo 'accounting storage is disabled' >&2\nexit 1\n"
+    body = f"cat <<'OUT'\n{output}\nOUT\n" if output is not None else failing
     script.write_text("#!/bin/sh\n" + body)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
