@@ -123,6 +123,9 @@ def _check_augment(a: Any) -> None:
         check_choice("data.augment.bandlimit_types", t, C.AUGMENT_BANDLIMIT_TYPES)
     _check_range("data.augment.lowpass_hz", a.lowpass_hz, 50, 7900)
     _check_range("data.augment.highpass_hz", a.highpass_hz, 10, 7900)
+    check_number("data.augment.mixup_prob", a.mixup_prob, 0, 1)
+    check_number("data.augment.mixup_alpha", a.mixup_alpha, 0, 100, above=True)
+    check_choice("data.augment.mixup_pairs", a.mixup_pairs, C.MIXUP_PAIRS)
 
 
 def check_backbone_keys(key: str, family: str, backbone: dict) -> None:

@@ -34,6 +34,9 @@ class AugmentConfig:
     bandlimit_types: list = field(default_factory=lambda: ["lowpass", "highpass", "telephone"])
     lowpass_hz: list[float] = field(default_factory=lambda: [3000.0, 7000.0])
     highpass_hz: list[float] = field(default_factory=lambda: [100.0, 400.0])
+    mixup_prob: float = 0.0  # a training sample is mixed with another of its batch (lakd.data.mixup), soft labels
+    mixup_alpha: float = 0.4  # λ ~ Beta(α, α), folded to λ >= 0.5 (the sample stays the dominant one)
+    mixup_pairs: str = "same-language"  # same-language | any: where a sample's partner comes from
 
 
 @dataclass

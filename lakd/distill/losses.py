@@ -105,6 +105,15 @@ class EmbeddingProjections(nn.ModuleList):
         super().__init__(nn.Linear(student_dim, d) if d != student_dim else nn.Identity() for d in teacher_dims)
 
 
+def mix_teacher_logits(teacher_logits: torch.Tensor, mix, temperature: float) -> torch.Tensor:
+    """Cached (clean) teacher knowledge for a mixup batch: each teacher's tempered probabilities mixed like the
+    labels, p = λ·p_t(x_i) + (1 − λ)·p_t(x_partner), returned as logits T·log p so that `distillation_loss`'s
+    log_softmax(· / T) gives back exactly log p. `mix` is a lakd.data.mixup.Mix; teacher_logits `[K, B, C]`."""
+    t = teacher_logits.detach().float()
+    p = F.softmax(t / temperature, dim=-1).transpose(0, 1)  # [B, K, C]: mix along the batch
+    return temperature * mix.mix_rows(p).transpose(0, 1).clamp_min(1e-12).log()
+
+
 def distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -124,7 +133,8 @@ def distillation_loss(
     `kl_reduction="mean"` divides each teacher's KL by the class count as well (the published code's
     `nn.KLDivLoss(reduction="mean")`); `"batchmean"` keeps the true per-sample KL.
 
-    Shapes: student_logits `[B, C]`, teacher_logits `[K, B, C]`, labels `[B]`, weights `[B, K]`,
+    Shapes: student_logits `[B, C]`, teacher_logits `[K, B, C]`, labels `[B]` (or soft targets `[B, C]` that
+    sum to 1, from mixup), weights `[B, K]`,
     student_embed `[B, H]`, teacher_embeds K tensors `[B, H_k]`. Teacher inputs are treated as constants.
     Computed in float32 whatever the autocast dtype.
     """

@@ -77,8 +77,10 @@ def run(
 
 
 def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, train_languages: list[str]) -> str:
+    from lakd.data.mixup import maybe_mix
+    from lakd.data.mixup import targets as mix_targets
     from lakd.distill.cache import teacher_language
-    from lakd.distill.losses import EmbeddingProjections, distillation_loss, teacher_weights
+    from lakd.distill.losses import EmbeddingProjections, distillation_loss, mix_teacher_logits, teacher_weights
 
     if (out / "done.json").exists() and (out / "best" / "lakd.json").exists():
         log.info("student %s already trained: %s", name, out / "best")
@@ -108,6 +110,8 @@ def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, trai
         projections = extra["projections"]
 
         def loss_fn(m, batch):
+            clean_keys = batch["keys"]
+            batch, mix = maybe_mix(batch, cfg.data.augment, cfg.seed)  # training batches only: off when 0
             x, mask, lang = (
                 batch["input_values"].to(device),
                 batch["attention_mask"].to(device),
@@ -115,16 +119,19 @@ def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, trai
             )
             s = m(x, mask, lang)
             if cache is not None:
-                t_logits, t_embeds = cache.lookup(batch["keys"])
+                t_logits, t_embeds = cache.lookup(clean_keys)
                 t_logits = torch.as_tensor(t_logits, device=device)
                 t_embeds = [torch.as_tensor(e, device=device) for e in t_embeds]
-            else:
+                if mix is not None:  # cached knowledge is of the clean crops: mix it like the labels
+                    t_logits = mix_teacher_logits(t_logits, mix, d.temperature)
+                    t_embeds = [mix.mix_rows(e) for e in t_embeds]
+            else:  # online teachers hear the same (augmented, mixed) audio as the student
                 t_logits, t_embeds = online(x, mask, lang)
             w = teacher_weights(d.weighting, s.logits, t_logits, lang, t_langs, list(cfg.languages), tau=d.cosine_tau)
             terms = distillation_loss(
                 s.logits,
                 t_logits,
-                batch["labels"].to(device),
+                mix_targets(batch, mix, len(cfg.labels)).to(device),
                 w,
                 d.temperature,
                 d.kd_weight,

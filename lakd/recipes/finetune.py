@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from lakd.config import Config, ModelConfig, OptimConfig
+from lakd.data.mixup import maybe_mix
+from lakd.data.mixup import targets as mix_targets
 from lakd.recipes import common
 from lakd.recipes.evaluate import make_dev_eval_fn
 
@@ -92,10 +94,12 @@ def train_classifier(
     if loss_factory is None:
 
         def loss_fn(m, batch):
+            batch, mix = maybe_mix(batch, cfg.data.augment, cfg.seed)  # training batches only: off when 0
             out = m(
                 batch["input_values"].to(device), batch["attention_mask"].to(device), batch["language_ids"].to(device)
             )
-            ce = F.cross_entropy(out.logits, batch["labels"].to(device), weight=class_weights)
+            target = mix_targets(batch, mix, len(cfg.labels)).to(device)
+            ce = F.cross_entropy(out.logits, target, weight=class_weights)
             return ce, {"ce": ce.detach()}
     else:
         loss_fn = loss_factory(model, device, dist)
