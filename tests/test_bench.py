@@ -22,3 +22,21 @@ def test_bench_distill_compares_cached_online_and_finetune(tmp_path):
         assert r["ratio_vs_finetune"] == pytest.approx(r["step_s_median"] / base)
         assert r["utterances_per_s"] == pytest.approx(2 / r["step_s_median"])
         assert r["audio_s_per_s"] == pytest.approx(2 * 1.0 / r["step_s_median"])
+
+
+def test_bench_scale_runs_every_stage_per_language_count(tmp_path):
+    from lakd.bench.scale import bench_scale
+
+    out = tmp_path / "scale.json"
+    bench_scale(language_counts=(1, 2), per_language=8, teacher_steps=2, steps=2, batch_size=4, out_json=out)
+    saved = json.loads(out.read_text())
+    one, two = saved["rows"]
+    assert (one["languages"], two["languages"]) == (1, 2)
+    assert two["train_utterances"] == 2 * one["train_utterances"] == 16
+    assert two["eval_utterances"] == 2 * one["eval_utterances"]  # every language's dev set is evaluated
+    # the cache holds every teacher's knowledge of every sample: 2 teachers x 2x the samples
+    assert two["cache_bytes"] > 2.5 * one["cache_bytes"] and two["cache_bytes_vs_first"] > 2.5
+    for r in saved["rows"]:
+        assert r["teacher_parallel_s"] <= r["teacher_total_s"] and r["student_step_s"] > 0
+        assert r["student_peak_rss_mb"] >= r["student_rss_growth_mb"] >= 0
+        assert r["student_step_s_vs_first"] == pytest.approx(r["student_step_s"] / one["student_step_s"])
