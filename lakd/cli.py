@@ -250,13 +250,28 @@ def distill_cmd(
     run_dir: Path | None = RunDirOpt,
     teachers: str = typer.Option("", help="Teacher names (default: one per language; 'multi' for KD-Multi)."),
     name: str = typer.Option("student", help="Output name under run_dir."),
+    extend: Path | None = typer.Option(
+        None, "--extend", help="A trained student: add the config's new languages to it (docs/languages.md)."
+    ),
     restart: bool = RestartOpt,
     resume_changed: bool = ResumeChangedOpt,
 ) -> None:
-    """Distill the teachers into the multilingual student; a rerun resumes it."""
+    """Distill the teachers into the multilingual student (or extend one with --extend); a rerun resumes it."""
     from lakd.recipes import common, distill
 
     cfg = load_cfg(config, set, run_dir, restart, resume_changed)
+    if extend is not None:
+        from lakd.distill.cache import CacheError
+        from lakd.recipes.extend import ExtendError, extend_and_compare
+
+        if teachers:
+            fail("--extend: the teachers are the checkpoint's and run_dir/teachers/<new code>; drop --teachers", 2)
+        try:
+            best, lines = extend_and_compare(cfg, str(extend), name=name)
+        except (ExtendError, CacheError) as e:
+            fail(str(e))
+        console.print("\n".join([*lines, f"student checkpoint: {best}"]))
+        return
     names = teachers.split(",") if teachers else list(cfg.languages)
     dirs = {n: str(common.teacher_dir(cfg, n) / "best") for n in names}
     cache_dir = str(common.run_path(cfg, "cache")) if cfg.distill.use_cache else None
@@ -406,6 +421,21 @@ def bench_cache_cmd(
     from lakd.bench.cache import bench_cache
 
     bench_cache(n=samples, factor=factor, teachers=teachers, hidden=hidden, out_json=out)
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    languages: str = typer.Option("1,3,6,9", help="Language counts to compare."),
+    per_language: int = typer.Option(32, help="Training utterances per language (same for every count)."),
+    teacher_steps: int = typer.Option(8, help="Training steps per teacher."),
+    steps: int = typer.Option(10, help="Timed student steps."),
+    out: Path = typer.Option(Path("bench/results/scale.json"), "--out", help="Where the results JSON goes."),
+) -> None:
+    """Cost of each stage by language count: teachers, cache, student step and memory, evaluation."""
+    from lakd.bench.scale import bench_scale
+
+    counts = tuple(int(n) for n in languages.split(","))
+    bench_scale(counts, per_language=per_language, teacher_steps=teacher_steps, steps=steps, out_json=out)
 
 
 def main() -> None:  # pragma: no cover

@@ -314,3 +314,56 @@ def read_metadata(directory: str | os.PathLike) -> dict:
     if meta["format"] != FORMAT:
         raise CheckpointError(f"{path}: format {meta['format']!r}, this lakd reads {FORMAT!r}")
     return meta
+
+
+class LanguageTableError(ValueError):
+    """A language list cannot extend a model's: it drops or reorders a language the model knows."""
+
+
+def check_extends(old: list[str], new: list[str], where: str = "languages") -> list[str]:
+    """The codes `new` appends to `old`; LanguageTableError unless `new` keeps every old code first, in order.
+
+    Why in order: a language's id is its position, and ids index the embedding rows the model learned (and the
+    ids in any data or cache made for it), so an old language must keep its position."""
+    for i, code in enumerate(old):
+        if code not in new:
+            raise LanguageTableError(
+                f"{where} {new} drops {code!r}, which the model knows ({old}); keep its languages first, in order, "
+                "and append the new ones"
+            )
+        if new.index(code) != i:
+            raise LanguageTableError(
+                f"{where} {new} moves {code!r} from position {i} to {new.index(code)} (the model's order: {old}); "
+                "keep its languages first, in order, and append the new ones"
+            )
+    added = new[len(old) :]
+    if len(set(added)) != len(added):
+        raise LanguageTableError(f"{where} {new} lists a language twice")
+    return added
+
+
+def grown_state_dict(model: SERModel, languages: list[str]) -> dict[str, torch.Tensor]:
+    """`model`'s weights for a model that knows `languages` (its own codes first, in order, then new ones).
+
+    Only the language embedding is sized by the languages (pooling and the injection are sized by
+    `attention_dim` and the hidden size). Old rows are copied unchanged; each new row starts as a copy of the
+    shared "any" row, which the model was trained to use when the language is hidden (`language_dropout`), so an
+    extended model first treats a new language as an unknown one and learns its vector from there; the "any"
+    row stays last."""
+    check_extends(model.languages, list(languages))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if model.language_embedding is not None:
+        old = state["language_embedding.weight"]  # [n_old + 1, d]; last row = "any"
+        n_new = len(languages) - len(model.languages)
+        state["language_embedding.weight"] = torch.cat([old[:-1], old[-1:].repeat(n_new, 1), old[-1:]])
+    return state
+
+
+def grow_languages(model: SERModel, languages: list[str]) -> SERModel:
+    """A copy of a trained `model` that knows `languages` (see `grown_state_dict`), in `model`'s mode."""
+    backbone = type(model.backbone)(model.backbone.config)  # a fresh module: the hook is registered on it anew
+    grown = SERModel(model.cfg, model.labels, list(languages), backbone=backbone)
+    grown.load_state_dict(grown_state_dict(model, languages))
+    for p, q in zip(model.parameters(), grown.parameters()):  # freezing travels with the weights
+        q.requires_grad_(p.requires_grad)
+    return grown.to(next(model.parameters()).device).train(model.training)

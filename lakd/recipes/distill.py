@@ -76,7 +76,21 @@ def run(
         return _distill(cfg, teacher_dirs, cache_dir, name, on_eval, out, train_languages)
 
 
-def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, train_languages: list[str]) -> str:
+def _distill(
+    cfg: Config,
+    teacher_dirs,
+    cache_dir,
+    name: str,
+    on_eval,
+    out,
+    train_languages: list[str],
+    open_knowledge=None,
+    init_model=None,
+    extra_meta: dict | None = None,
+) -> str:
+    """Train the student. `open_knowledge()` -> `lookup(batch) -> (logits [K,B,C], K embeddings [B,H_k])` replaces
+    the one cache at `cache_dir` (an extension reads several, lakd.recipes.extend); `init_model(model)` fills the
+    student before training (default: fresh weights)."""
     from lakd.data.mixup import maybe_mix
     from lakd.data.mixup import targets as mix_targets
     from lakd.distill.cache import teacher_language
@@ -94,12 +108,17 @@ def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, trai
     def loss_factory(model, device, dist):
         cache = None
         online = None
-        if d.use_cache:
+        if d.use_cache and open_knowledge is not None:
+            cache = open_knowledge()
+        elif d.use_cache:
             if cache_dir is None:
                 raise ValueError("distill.use_cache is true but no cache directory was given (run `lakd cache`)")
             from lakd.distill.cache import TeacherCache
 
-            cache = TeacherCache(cache_dir, teacher_dirs=teacher_dirs)
+            teacher_cache = TeacherCache(cache_dir, teacher_dirs=teacher_dirs)
+
+            def cache(clean_batch):
+                return teacher_cache.lookup(clean_batch["keys"])
         else:
             online = OnlineTeachers(teacher_dirs, device, mode=d.online_teacher_mode)
         class_weights = (
@@ -110,7 +129,7 @@ def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, trai
         projections = extra["projections"]
 
         def loss_fn(m, batch):
-            clean_keys = batch["keys"]
+            clean = batch  # the cache holds knowledge of the clean samples, found by their keys
             batch, mix = maybe_mix(batch, cfg.data.augment, cfg.seed)  # training batches only: off when 0
             x, mask, lang = (
                 batch["input_values"].to(device),
@@ -119,7 +138,7 @@ def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, trai
             )
             s = m(x, mask, lang)
             if cache is not None:
-                t_logits, t_embeds = cache.lookup(clean_keys)
+                t_logits, t_embeds = cache(clean)
                 t_logits = torch.as_tensor(t_logits, device=device)
                 t_embeds = [torch.as_tensor(e, device=device) for e in t_embeds]
                 if mix is not None:  # cached knowledge is of the clean crops: mix it like the labels
@@ -159,6 +178,7 @@ def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, trai
         extra["projections"] = EmbeddingProjections(s_dim, t_dims)
         extra_modules = {"projections": extra["projections"]}
     meta = {"teachers": {n: str(p) for n, p in teacher_dirs.items()}, "distill": vars(d).copy(), "cache_dir": cache_dir}
+    meta.update(extra_meta or {})
     best = train_classifier(
         cfg,
         cfg.student,
@@ -170,6 +190,7 @@ def _distill(cfg: Config, teacher_dirs, cache_dir, name: str, on_eval, out, trai
         extra_modules=extra_modules,
         extra_meta=meta,
         on_eval=on_eval,
+        init_model=init_model,
     )
     from lakd.io import atomic_write_json
 

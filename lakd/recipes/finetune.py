@@ -49,11 +49,14 @@ def train_classifier(
     extra_modules=None,
     extra_meta=None,
     on_eval=None,
+    init_model=None,
 ) -> Path:
     """Train an SERModel on the training shards of `languages`, select on dev, return the best checkpoint dir.
 
     `loss_factory(model, device, dist) -> loss_fn(model, batch) -> (loss, terms)` lets the distillation recipe
-    reuse this loop; by default the loss is cross-entropy on the labels. `on_eval(metrics, trainer)` sees every
+    reuse this loop; by default the loss is cross-entropy on the labels. `init_model(model)` fills the freshly built
+    model before training (extending a student: its trained weights, lakd.recipes.extend); a resumed run then
+    loads its last/ checkpoint over it. `on_eval(metrics, trainer)` sees every
     dev evaluation once the trainer is done with it, its best/ checkpoint written (Ray Tune reports through it,
     and a scheduler may end the process inside the call): the trainer calls eval_fn before it saves, so the
     call is deferred to the start of the next training step, or to the end of training for the last one.
@@ -75,6 +78,8 @@ def train_classifier(
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.data.batch_size))
 
     model = SERModel(model_cfg, list(cfg.labels), list(cfg.languages)).to(device)
+    if init_model is not None:
+        init_model(model)
     class_weights = class_weights_for(cfg, train_spec, languages).to(device) if optim_cfg.class_weighted_ce else None
 
     def loader_factory(epoch: int):
