@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from lakd import __version__
+from lakd.bench.extend import bench_extend_cmd
 from lakd.cli_common import (
     ConfigOpt,
     DeviceOpt,
@@ -42,6 +43,7 @@ app.command("evaluate")(evaluate_cmd)
 app.command("predict")(predict_cmd)
 app.command("export")(export_cmd)
 app.command("tune")(tune_cmd)
+bench_app.command("extend")(bench_extend_cmd)
 
 
 def _print_version(value: bool) -> None:
@@ -176,6 +178,27 @@ def shards_index(directory: Path = typer.Argument(..., help="Directory of .tar s
     except (ShardFormatError, FileNotFoundError) as e:  # names the shard (and sample) and the problem
         fail(str(e))
     console.print(f"wrote {directory / 'index.json'}: {len(index['shards'])} shards, {index['num_samples']} samples")
+
+
+@shards_app.command("subset")
+def shards_subset(
+    src: Path = typer.Argument(..., help="A split directory of shards (e.g. .../emosynth3/train)."),
+    dst: Path = typer.Argument(..., help="New directory for the copy."),
+    keep: list[str] = typer.Option(..., "--keep", help="LANGUAGE=FRACTION to keep of that language (repeatable)."),
+    seed: int = typer.Option(0, help="Which samples are kept (deterministic for a seed)."),
+) -> None:
+    """Copy a split with some languages cut to a fraction, stratified per emotion (a low-resource language)."""
+    from lakd.data.shards import ShardFormatError
+    from lakd.data.subset import SubsetError, parse_keep, subset_split
+
+    try:
+        record = subset_split(src, dst, parse_keep(keep), seed=seed)
+    except (SubsetError, ShardFormatError, FileNotFoundError) as e:
+        fail(str(e))
+    for lang, by_emotion in sorted(record["counts"].items()):
+        kept, total = (sum(v[i] for v in by_emotion.values()) for i in (0, 1))
+        console.print(f"{lang}: kept {kept} of {total}")
+    console.print(f"wrote {dst} (index.json, SUBSET.json)")
 
 
 @shards_app.command("inspect")

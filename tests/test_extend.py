@@ -166,3 +166,28 @@ def test_bad_extensions_end_in_one_clear_line(tmp_path):
     one_error_line(extend(OLD), 1, "append the codes to add")
     one_error_line(extend([*OLD, NEW], "student.attention_dim=16"), 1, "student.attention_dim", "architecture")
     one_error_line(extend([*OLD, NEW]), 1, f"teacher '{NEW}'", f"lakd train teacher --language {NEW}")
+
+
+@pytest.mark.slow
+def test_bench_extend_writes_accuracy_and_cost_side_by_side(tmp_path):
+    """The benchmark's numbers are complete and consistent with each other (timings reported, never asserted)."""
+    from lakd.bench.extend import bench_extend
+
+    out = tmp_path / "extend.json"
+    sets = ["teacher_optim.epochs=1", "student_optim.epochs=2", "threads=1"]
+    res = bench_extend(["en", "fi"], ["de"], speakers=3, utterances=8, extend_epochs=1, overrides=sets, out_json=out)
+    saved = json.loads(out.read_text())
+    assert saved["ua_test"] == json.loads(json.dumps(res["ua_test"]))
+    assert set(saved["ua_test"]) == {"before", "extended", "scratch"}
+    assert all(set(v) == {"en", "fi", "de"} and all(0 <= x <= 1 for x in v.values()) for v in saved["ua_test"].values())
+    for lang in ("en", "fi"):
+        assert saved["forgetting"][lang] == pytest.approx(
+            saved["ua_test"]["extended"][lang] - saved["ua_test"]["before"][lang]
+        )
+    ext, scr = saved["cost"]["extend"], saved["cost"]["scratch"]
+    # one train speaker × 8 utterances in each of 3 languages, batch 16: two steps per epoch
+    assert (ext["steps"], ext["epochs"], scr["steps"], scr["epochs"]) == (2, 1, 4, 2)
+    assert saved["extend_vs_scratch"]["steps"] == pytest.approx(0.5)
+    assert saved["extend_vs_scratch"]["seconds"] == pytest.approx(ext["seconds"] / scr["seconds"])
+    assert ext["cache_seconds"] > 0 and ext["student_seconds"] > 0 and scr["cache_seconds"] > 0
+    assert saved["corpus"]["new"]["train_samples"] == 8 and saved["corpus"]["old"]["train_samples"] == 16
