@@ -355,3 +355,15 @@ def test_tiny_grid_on_slurm_as_job_arrays(tmp_path):
     dependency = next(line for line in submission.splitlines() if line.startswith("#SBATCH --dependency="))
     assert dependency == f"#SBATCH --dependency=afterok:{':'.join(sorted([teacher_array, cache_job]))}"
     assert "#SBATCH --array=0-3" in submission  # the four students (2 variants × 2 seeds) run in parallel
+
+
+def test_the_lowres_grid_plans_balanced_variants_with_their_own_multi_model(tmp_path):
+    """lakd/configs/grids/lowres.yaml: α = 0 changes what FT-Multi learns, so it gets its own multi model."""
+    grid = load_grid("lowres")
+    assert grid.baseline == "ft-multi"
+    assert grid.variant("ft-multi-balanced").overrides == {"data.language_alpha": 0.0}
+    assert grid.variant("la-mtkd-balanced").overrides["distill.weighting"] == "route"
+    plan = plan_experiment(small_cfg(), grid, [0], tmp_path / "exp")
+    teachers = {s.name: s for s in plan.stages}["teachers"].items
+    multi = [t for t in teachers if t.startswith("multi.s0")]
+    assert len(multi) == 2  # natural and balanced FT-Multi
