@@ -106,14 +106,34 @@ def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
     return _RESAMPLERS[key]
 
 
+MAX_NUMPY_MEAN_CHANNELS = 4  # up to here numpy's channel mean is bit-identical to torch's (tests/test_loader.py)
+
+
 def to_mono_16k(audio: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Float32 mono waveform `[T]` at 16 kHz from `[frames]` or `[frames, channels]` audio of any rate
     within MIN_SAMPLE_RATE..MAX_SAMPLE_RATE (others raise ValueError: see the module docstring).
 
-    Channels are averaged (not summed), so a stereo file keeps its loudness.
+    Channels are averaged (not summed), so a stereo file keeps its loudness. A numpy input is made mono
+    with numpy, which never spawns intra-op threads: in a loader's main process (num_workers=0) torch
+    parallelises every op over 32k elements, and on busy cores each such op on a 2 s clip waited for the
+    other threads (to_mono_16k was 60% of a 0-worker loader's time; docs/data-loading.md#scaling-with-workers).
+    Only resampling (a convolution, worth threads) runs in torch. Mono 16 kHz audio passes through as a view.
     """
     if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise ValueError(f"sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    if isinstance(audio, np.ndarray) and (audio.ndim == 1 or (audio.ndim == 2 and audio.shape[1] > 0)):
+        a = audio if audio.dtype == np.float32 else audio.astype(np.float32)
+        if a.ndim == 2 and a.shape[1] == 1:
+            a = a[:, 0]
+        elif a.ndim == 2 and a.shape[1] <= MAX_NUMPY_MEAN_CHANNELS:
+            a = a.mean(axis=1, dtype=np.float32)
+        if a.ndim == 1:
+            wav = torch.from_numpy(np.ascontiguousarray(a))
+            if sample_rate != SAMPLE_RATE and wav.numel() > 0:
+                with torch.no_grad():
+                    wav = _resampler(int(sample_rate), SAMPLE_RATE)(wav.unsqueeze(0)).squeeze(0)
+            return wav.contiguous()
+        audio = a  # more channels than numpy matches torch on: torch below
     wav = torch.as_tensor(np.ascontiguousarray(audio) if isinstance(audio, np.ndarray) else audio)
     wav = wav.to(torch.float32)
     if wav.ndim == 2:

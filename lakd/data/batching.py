@@ -11,23 +11,66 @@ import torch
 from lakd.data.samples import LabeledSample
 
 
-def collate(samples: list[LabeledSample]) -> dict:
-    """Zero-pad to the longest sample; the batch contract of docs/architecture.md (+ `speakers`)."""
+def _uninitialised(shape: tuple[int, int], dtype: torch.dtype, shared: bool) -> torch.Tensor:
+    """A tensor to fill; with `shared`, in shared memory from the start. A DataLoader worker sends tensors to
+    the main process through shared memory and copies any that are not there yet; torch's default_collate
+    allocates there for the same reason (docs/data-loading.md#scaling-with-workers).
+    """
+    if not shared:
+        return torch.empty(shape, dtype=dtype)
+    nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(max(nbytes, 1))
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+def collate(samples: list[LabeledSample], shared: bool | None = None) -> dict:
+    """Zero-padded audio and plain lists: what a worker sends; `finish_batch` in the main process makes the
+    batch of docs/architecture.md from it.
+
+    Why not the whole batch here: every tensor a worker sends crosses in its own shared-memory file (one
+    socket round trip each for the main process), and fresh shared memory is written at a third of the speed
+    of reused memory (page faults). The int64 attention mask was two thirds of those bytes; it is implied by
+    the lengths, so the main process writes it into ordinary memory, and labels and language ids travel as
+    lists. Each element is written once, through numpy (no torch intra-op threads: see
+    lakd.data.audio.to_mono_16k). `shared` (default: inside a DataLoader worker) allocates the audio in
+    shared memory.
+    """
+    if shared is None:
+        shared = torch.utils.data.get_worker_info() is not None
     lengths = [int(s.audio.numel()) for s in samples]
-    T = max(lengths)
-    x = torch.zeros(len(samples), T, dtype=torch.float32)
-    mask = torch.zeros(len(samples), T, dtype=torch.int64)
+    x = _uninitialised((len(samples), max(lengths)), torch.float32, shared)
+    xa = x.numpy()
     for i, (s, n) in enumerate(zip(samples, lengths)):
-        x[i, :n] = s.audio
-        mask[i, :n] = 1
+        xa[i, :n] = s.audio.numpy()
+        xa[i, n:] = 0.0
     return {
         "input_values": x,
-        "attention_mask": mask,
-        "labels": torch.tensor([s.label for s in samples], dtype=torch.int64),
-        "language_ids": torch.tensor([s.language_id for s in samples], dtype=torch.int64),
+        "lengths": lengths,
+        "labels": [s.label for s in samples],
+        "language_ids": [s.language_id for s in samples],
         "keys": [s.key for s in samples],
         "languages": [s.language for s in samples],
         "speakers": [s.speaker for s in samples],
+    }
+
+
+def finish_batch(raw: dict) -> dict:
+    """The batch contract of docs/architecture.md (+ `speakers`, and any other keys) from `collate`'s output:
+    the int64 attention mask (1 for the first `lengths[i]` samples of row i) and the label and language tensors.
+    """
+    x = raw["input_values"]
+    mask = torch.empty(tuple(x.shape), dtype=torch.int64)
+    ma = mask.numpy()
+    for i, n in enumerate(raw["lengths"]):
+        ma[i, :n] = 1
+        ma[i, n:] = 0
+    rest = {k: v for k, v in raw.items() if k not in ("input_values", "lengths", "labels", "language_ids")}
+    return {
+        "input_values": x,
+        "attention_mask": mask,
+        "labels": torch.tensor(raw["labels"], dtype=torch.int64),
+        "language_ids": torch.tensor(raw["language_ids"], dtype=torch.int64),
+        **rest,
     }
 
 

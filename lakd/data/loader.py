@@ -26,6 +26,7 @@ import torch
 
 from lakd import SAMPLE_RATE
 from lakd.config import DataConfig
+from lakd.data.batching import finish_batch
 from lakd.data.index import listed_but_absent
 from lakd.data.plan import ReadSpec, shard_infos, wanted_language
 from lakd.data.shards import INDEX_NAME, expand_urls
@@ -109,6 +110,7 @@ class ShardLoader:
                     continue
                 if isinstance(item, WorkerFailure):
                     raise item.error()
+                item = finish_batch(item)  # here, not in the worker: see lakd.data.batching.collate
                 skips.merge({"counts": item.get("skipped", {})})
                 item["skipped"] = skips.take_new()  # this rank's new skips (pre-skips ride on the first batch)
                 batches += 1

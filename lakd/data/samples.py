@@ -127,5 +127,6 @@ def decode_sample(
     wav = to_mono_16k(audio, sr)
     if max_samples is not None and wav.numel() > max_samples:
         start = rng.randint(0, wav.numel() - max_samples) if rng is not None else 0
-        wav = wav[start : start + max_samples].clone()
+        # a copy, so the full decoded clip is freed; numpy's, which never spawns intra-op threads (see to_mono_16k)
+        wav = torch.from_numpy(wav.numpy()[start : start + max_samples].copy())
     return replace(s, audio=wav)
