@@ -1,5 +1,6 @@
 """Audio conversion and the streaming loader: batch contract, crop/pad, bucketing, language mixing,
-exactly-once evaluation across ranks and workers, rank splitting in training, determinism."""
+exactly-once evaluation across ranks and workers, rank and worker splitting in training, what crosses from
+a worker to the main process, determinism."""
 
 import io
 from collections import Counter
@@ -14,8 +15,9 @@ from lakd import DEFAULT_LABELS
 from lakd.bench.data import make_tone_corpus
 from lakd.config import DataConfig
 from lakd.data.audio import AudioDecodeError, _resampler, audio_problem, decode_audio, to_mono_16k
-from lakd.data.batching import worker_quota
+from lakd.data.batching import collate, finish_batch, worker_quota
 from lakd.data.loader import build_loader
+from lakd.data.samples import LabeledSample
 from lakd.data.shards import ShardWriter, iter_tar_samples
 
 LABELS = list(DEFAULT_LABELS)
@@ -251,6 +253,83 @@ def test_training_with_fewer_shards_than_readers_resamples_to_a_fixed_length(tmp
         batches = list(loader)
         assert len(batches) == len(loader) == 4  # ceil(10 samples per rank / 3)
         assert sum(len(b["keys"]) for b in batches) == 10
+
+
+def test_training_workers_read_disjoint_shards_and_each_sample_once_per_epoch(tmp_path):
+    """Within one rank, workers split the shards (no worker decodes another's samples) and, with an epoch of the
+    data set's size and no shuffle buffer reaching into the next cycle, together read every sample exactly once.
+    DataLoader hands out batches round-robin: batch i comes from worker i mod 2."""
+    data = make_tone_corpus(tmp_path / "train", {"en": 64}, shard_size=8, seconds=(0.1, 0.12))
+    cfg = replace(FAST, num_workers=2, batch_size=8, shuffle_buffer=1, epoch_samples=64)
+    batches = list(build_loader(data, LABELS, ["en"], cfg=cfg, train=True))
+    assert len(batches) == 8
+    per_worker = [[k for b in batches[w::2] for k in b["keys"]] for w in (0, 1)]
+    shards = [{int(k[-5:]) // 8 for k in keys} for keys in per_worker]
+    assert not shards[0] & shards[1] and len(shards[0]) == len(shards[1]) == 4
+    assert sorted(per_worker[0] + per_worker[1]) == sorted(f"tone_en_{i:05d}" for i in range(64))
+
+
+def _torch_to_mono_16k(audio: np.ndarray, sr: int) -> torch.Tensor:
+    """The conversion as it was, all in torch: the reference for the numpy path."""
+    wav = torch.as_tensor(np.ascontiguousarray(audio)).to(torch.float32)
+    if wav.ndim == 2:
+        wav = wav.mean(dim=1)
+    if sr != 16_000:
+        wav = _resampler(sr, 16_000)(wav.unsqueeze(0)).squeeze(0)
+    return wav
+
+
+@pytest.mark.parametrize("channels", [None, 1, 2, 3, 4, 6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_to_mono_16k_numpy_path_is_bit_identical_to_torch(channels, dtype):
+    rng = np.random.default_rng(7 + (channels or 0))
+    shape = (9_000,) if channels is None else (9_000, channels)
+    audio = (rng.standard_normal(shape) * (3000 if dtype == np.int16 else 0.3)).astype(dtype)
+    for sr in (16_000, 22_050):
+        got = to_mono_16k(audio, sr)
+        assert got.dtype == torch.float32 and got.ndim == 1
+        assert torch.equal(got, _torch_to_mono_16k(audio, sr))
+
+
+def _sample(i: int, n: int) -> LabeledSample:
+    audio = torch.linspace(0.1, 0.5, n)
+    return LabeledSample(key=f"k{i}", shard="s.tar", language="fi", language_id=1, label=i, speaker="sp", audio=audio)
+
+
+def test_collate_puts_the_audio_in_shared_memory_and_finish_batch_builds_the_contract():
+    samples = [_sample(0, 3), _sample(1, 5), _sample(2, 1)]
+    raw = collate(samples, shared=True)  # what a DataLoader worker does
+    assert raw["input_values"].is_shared() and not collate(samples, shared=False)["input_values"].is_shared()
+    assert "attention_mask" not in raw and raw["lengths"] == [3, 5, 1]
+    assert [k for k, v in raw.items() if isinstance(v, torch.Tensor)] == ["input_values"]  # one shared file a batch
+    b = finish_batch({**raw, "skipped": {"too_short": 1}})
+    assert list(b) == [
+        "input_values", "attention_mask", "labels", "language_ids", "keys", "languages", "speakers", "skipped"
+    ]  # fmt: skip
+    assert b["attention_mask"].dtype == torch.int64 and b["labels"].dtype == b["language_ids"].dtype == torch.int64
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    for row, s, n in zip(b["input_values"], samples, raw["lengths"]):
+        assert torch.equal(row[:n], s.audio) and not row[n:].any()
+    assert b["labels"].tolist() == [0, 1, 2] and b["language_ids"].tolist() == [1, 1, 1]
+    assert b["keys"] == ["k0", "k1", "k2"] and b["skipped"] == {"too_short": 1}
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batches_from_a_worker_equal_batches_made_in_process(corpus, train):
+    """One worker reads with the same seeds as the main process, so the batches must be equal bit for bit:
+    the shared-memory audio, the mask the main process builds from lengths, labels, keys and skip counts."""
+    cfg = replace(FAST, epoch_samples=24)
+    ref = list(build_loader(corpus, LABELS, LANGS, cfg=cfg, train=train, seed=2))
+    got = list(build_loader(corpus, LABELS, LANGS, cfg=replace(cfg, num_workers=1), train=train, seed=2))
+    assert len(got) == len(ref) > 1
+    for a, b in zip(ref, got):
+        assert list(a) == list(b)
+        for k, v in a.items():
+            if isinstance(v, torch.Tensor):
+                assert v.dtype == b[k].dtype and torch.equal(v, b[k]), k
+            else:
+                assert v == b[k], k
+        assert b["input_values"].is_shared() and not a["input_values"].is_shared()
 
 
 def test_worker_quota_gives_whole_batches_and_one_partial():
