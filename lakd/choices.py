@@ -39,6 +39,7 @@ MISSING_SHARDS = ("error", "skip")  # data.missing_shards: what a shard that ind
 AUGMENT_NOISE_TYPES = ("white", "pink", "brown", "babble", "file")
 AUGMENT_BANDLIMIT_TYPES = ("lowpass", "highpass", "telephone")
 MIXUP_PAIRS = ("same-language", "any")
+AUGMENT_ROLES = ("teachers", "student")  # data.augment.apply_to
 SELECT_METRICS = ("ua", "wa")  # optim.select_metric: the dev metric that picks best/
 WANDB_MODES = ("online", "offline", "disabled")
 # on_config_change: what rerunning a run whose result-affecting settings changed does (lakd.config.diff)

@@ -273,3 +273,24 @@ def test_bench_data_measures_with_and_without_augmentation(tmp_path, corpus):
     assert saved["augment"]["reverb_prob"] == 1.0 and set(saved["augment_ratio"]) == {"0"}
     on, off = (r["samples_per_s"] for r in reversed(rep["results"]))
     assert saved["augment_ratio"]["0"] == pytest.approx(on / off, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------- who augments
+
+
+def test_apply_to_student_leaves_the_teachers_un_augmented_and_their_settings_unchanged():
+    from lakd.config.diff import result_settings
+
+    plain = load_config(None, [])
+    student_only = load_config(None, ["data.augment.noise_prob=0.5", "data.augment.apply_to=student"])
+    both = load_config(None, ["data.augment.noise_prob=0.5"])
+    assert A.augment_for(student_only.data, "teachers").augment == AugmentConfig()
+    assert A.augment_for(student_only.data, "student") is student_only.data
+    assert A.augment_for(both.data, "teachers") is both.data
+    # a teacher of the student-only run is the plain run's teacher (and shared with it in experiment grids)
+    assert result_settings(student_only, "teachers") == result_settings(plain, "teachers")
+    assert result_settings(student_only, "cache") == result_settings(plain, "cache")
+    assert result_settings(both, "teachers") != result_settings(plain, "teachers")
+    assert result_settings(student_only, "student") != result_settings(plain, "student")
+    with pytest.raises(ConfigError, match="data.augment.apply_to must be one of"):
+        load_config(None, ["data.augment.apply_to=student,critic"])

@@ -367,3 +367,37 @@ def test_the_lowres_grid_plans_balanced_variants_with_their_own_multi_model(tmp_
     teachers = {s.name: s for s in plan.stages}["teachers"].items
     multi = [t for t in teachers if t.startswith("multi.s0")]
     assert len(multi) == 2  # natural and balanced FT-Multi
+
+
+def test_student_only_augmentation_shares_the_plain_variants_teachers(tmp_path):
+    grid = grid_from_dict(
+        {
+            "variants": [
+                {"from": "la-mtkd"},
+                {"name": "la-noise", "from": "la-mtkd", "set": {"data.augment.noise_prob": 0.5,
+                                                                "data.augment.apply_to": ["student"]}},
+                {"name": "ft-noise", "from": "ft-multi", "set": {"data.augment.noise_prob": 0.5}},
+            ]
+        }
+    )  # fmt: skip
+    stages = {s.name: s for s in plan_experiment(small_cfg(), grid, [0], tmp_path / "exp").stages}
+    # la-noise reads la-mtkd's teachers and cache; ft-noise's model is an augmented FT-Multi of its own
+    assert sorted(stages["teachers"].items)[:2] == ["en.s0", "fi.s0"] and len(stages["cache"].items) == 1
+    multi = [t for t in stages["teachers"].items if t.startswith("multi.s0")]
+    assert len(multi) == 1 and multi[0] != "multi.s0"  # augmented: not the plain FT-Multi's key
+    assert stages["student"].specs["la-noise.s0"].needs == stages["student"].specs["la-mtkd.s0"].needs
+
+
+def test_unit_keys_ignore_settings_at_their_defaults_and_reruns_ignore_settings_added_later():
+    from lakd.config.diff import non_default_settings, result_settings, settings_changes
+
+    cfg = small_cfg()
+    settings = result_settings(cfg, "student")
+    assert "data.augment.mixup_prob" in settings and "data.augment.mixup_prob" not in non_default_settings(settings)
+    changed = cfg.copy(**{"distill.temperature": 2.0})
+    assert non_default_settings(result_settings(changed, "student"))["distill.temperature"] == 2.0
+    # a run recorded before lakd had mixup: the new key at its default is no change; away from it, it is
+    older = {k: v for k, v in settings.items() if not k.startswith("data.augment.mixup")}
+    assert settings_changes(older, settings) == []
+    newer = {**settings, "data.augment.mixup_prob": 0.5}
+    assert settings_changes(older, newer) == ["data.augment.mixup_prob: (unset) → 0.5"]

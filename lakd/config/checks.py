@@ -126,6 +126,10 @@ def _check_augment(a: Any) -> None:
     check_number("data.augment.mixup_prob", a.mixup_prob, 0, 1)
     check_number("data.augment.mixup_alpha", a.mixup_alpha, 0, 100, above=True)
     check_choice("data.augment.mixup_pairs", a.mixup_pairs, C.MIXUP_PAIRS)
+    if not isinstance(a.apply_to, list) or not a.apply_to:
+        raise ConfigError(f"data.augment.apply_to must be a non-empty list of teachers/student, got {a.apply_to!r}")
+    for role in a.apply_to:
+        check_choice("data.augment.apply_to", role, C.AUGMENT_ROLES)
 
 
 def check_backbone_keys(key: str, family: str, backbone: dict) -> None:

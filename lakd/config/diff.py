@@ -49,9 +49,20 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def _augment_as_teachers_see_it(full: dict) -> None:
+    """The teachers' training reads data.augment only when `apply_to` names them (lakd.data.augment.augment_for):
+    otherwise their result is that of an un-augmented run, and their settings say so (shared in grids)."""
+    augment = full["data"]["augment"]
+    if "teachers" not in augment.get("apply_to", ("teachers",)):
+        full["data"]["augment"] = augment = Config().to_dict()["data"]["augment"]
+    augment.pop("apply_to", None)
+
+
 def result_settings(cfg: Config, stage: str) -> dict[str, Any]:
     """{dotted key: value} of every setting that changes `stage`'s result, as JSON values (lists, not tuples)."""
     full = cfg.to_dict()
+    if stage in ("teachers", "cache"):
+        _augment_as_teachers_see_it(full)
     flat: dict[str, Any] = {}
     for section in RESULT_SECTIONS.get(stage, ALL_SECTIONS):
         _flatten(full[section], section, flat)
@@ -62,17 +73,43 @@ def result_settings(cfg: Config, stage: str) -> dict[str, Any]:
     return json.loads(json.dumps(keep, sort_keys=True, default=str))
 
 
+_DEFAULTS: dict[str, Any] | None = None
+
+
+def default_settings() -> dict[str, Any]:
+    """Every result-affecting key at the schema's default value (JSON values), computed once."""
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        _DEFAULTS = result_settings(Config(), "__all__")
+    return _DEFAULTS
+
+
+def non_default_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that differ from the schema's defaults: what an experiment unit's key hashes, so that a
+    setting added by a later lakd version (at a default that keeps the old behaviour) does not change the key
+    of every unit, which would retrain a whole grid after an upgrade."""
+    missing = object()
+    defaults = default_settings()
+    return {k: v for k, v in settings.items() if defaults.get(k, missing) != v}
+
+
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """`key: old -> new` for each setting that differs (`(unset)` where one side lacks the key), sorted by key."""
+    """`key: old -> new` for each setting that differs (`(unset)` where one side lacks the key), sorted by key.
+
+    A key the old run lacks is no change when its new value is the schema default: lakd added the setting
+    after the run started, and its default keeps the old behaviour."""
     unset = object()
+    defaults = default_settings()
     changes = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, unset), new.get(key, unset)
+        if a is unset and key in defaults and b == defaults[key]:
+            continue  # a setting this run predates, at the default that keeps the behaviour it ran with
         if a != b:
             changes.append(f"{key}: {'(unset)' if a is unset else _show(a)} → {'(unset)' if b is unset else _show(b)}")
     return changes

@@ -37,6 +37,9 @@ class AugmentConfig:
     mixup_prob: float = 0.0  # a training sample is mixed with another of its batch (lakd.data.mixup), soft labels
     mixup_alpha: float = 0.4  # λ ~ Beta(α, α), folded to λ >= 0.5 (the sample stays the dominant one)
     mixup_pairs: str = "same-language"  # same-language | any: where a sample's partner comes from
+    # which trainings augment: teachers (FT-Mono/FT-Multi models) and/or the student; [student] keeps the
+    # teachers (and their cache) those of an un-augmented run, shared with it in experiment grids
+    apply_to: list = field(default_factory=lambda: ["teachers", "student"])
 
 
 @dataclass

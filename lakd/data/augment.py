@@ -214,3 +214,13 @@ class Augmenter:
             seg = w[start : start + n]
             babble += seg / seg.pow(2).mean().sqrt().clamp_min(1e-12)
         return babble
+
+
+def augment_for(data_cfg, role: str):
+    """`data_cfg` for a training of `role` (teachers | student): unchanged when `data.augment.apply_to` names the
+    role, else a copy with augmentation (and mixup) off. Only the training loader and loss read it."""
+    from dataclasses import replace
+
+    from lakd.config.schema import AugmentConfig
+
+    return data_cfg if role in data_cfg.augment.apply_to else replace(data_cfg, augment=AugmentConfig())

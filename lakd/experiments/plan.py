@@ -9,8 +9,9 @@
 A variant whose overrides change what the teachers learn (teacher, teacher_optim, data, labels, languages)
 gets its own teachers and cache (items suffixed with a short hash); the others share them.
 
-Every unit has a *key*: a hash of what it computes (`lakd.config.diff.result_settings` of its stage, and the
-keys of the units it reads). Its outputs go to `work/<stage>/<item>-<key>/`, and experiment.json records the keys:
+Every unit has a *key*: a hash of what it computes (`lakd.config.diff.result_settings` of its stage, less the
+settings at their schema defaults so that a lakd upgrade adding a setting changes no key, and the keys of the
+units it reads). Its outputs go to `work/<stage>/<item>-<key>/`, and experiment.json records the keys:
 a relaunch whose unit has another key forgets that unit's markers, so a changed variant reruns only itself
 and what reads it, into a fresh directory (the old one stays on disk). Jobs find the experiment directory from
 their own (`experiment_dir_of`), so a moved experiment directory changes no key.
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lakd.config import Config, ConfigError, validate
-from lakd.config.diff import RESULT_SECTIONS, result_settings
+from lakd.config.diff import RESULT_SECTIONS, non_default_settings, result_settings
 from lakd.experiments.grids import Grid, Variant
 from lakd.launch.graph import Stage, data_present, stage_resources
 from lakd.launch.unit_graph import UnitSpec, UnitStage
@@ -139,7 +140,7 @@ class _Builder:
         """Add a unit; its key hashes what the launch's settings check compares (lakd.launch.unit_settings: the
         stage's result settings and the recipe's arguments) plus the keys of the units it reads."""
         upstream = sorted(self.keys[(s, i)] for s, items in needs.items() for i in items if (s, i) in self.keys)
-        settings = result_settings(cfg, "evaluate" if stage == "report" else stage)  # report: every section
+        settings = non_default_settings(result_settings(cfg, "evaluate" if stage == "report" else stage))
         key = digest(stage, settings, params, upstream)
         label = item if item is not None else stage
         work = self.run_dir / "work" / stage / f"{label}-{key}"
@@ -165,7 +166,7 @@ class _Builder:
         tcfg = self.unit_base.copy()
         for section in TEACHER_SECTIONS:
             setattr(tcfg, section, copy.deepcopy(getattr(vcfg, section)))
-        return tcfg, digest(result_settings(tcfg, "teachers"))
+        return tcfg, digest(non_default_settings(result_settings(tcfg, "teachers")))
 
     def teacher(self, vcfg: Config, name: str, seed: int) -> str:
         tcfg, tkey = self.teacher_cfg(vcfg)

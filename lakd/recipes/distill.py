@@ -91,6 +91,7 @@ def _distill(
     """Train the student. `open_knowledge()` -> `lookup(batch) -> (logits [K,B,C], K embeddings [B,H_k])` replaces
     the one cache at `cache_dir` (an extension reads several, lakd.recipes.extend); `init_model(model)` fills the
     student before training (default: fresh weights)."""
+    from lakd.data.augment import augment_for
     from lakd.data.mixup import maybe_mix
     from lakd.data.mixup import targets as mix_targets
     from lakd.distill.cache import teacher_language
@@ -130,7 +131,7 @@ def _distill(
 
         def loss_fn(m, batch):
             clean = batch  # the cache holds knowledge of the clean samples, found by their keys
-            batch, mix = maybe_mix(batch, cfg.data.augment, cfg.seed)  # training batches only: off when 0
+            batch, mix = maybe_mix(batch, augment_for(cfg.data, "student").augment, cfg.seed)  # off when 0
             x, mask, lang = (
                 batch["input_values"].to(device),
                 batch["attention_mask"].to(device),

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lakd.config import Config, ModelConfig, OptimConfig
+from lakd.data.augment import augment_for
 from lakd.data.mixup import maybe_mix
 from lakd.data.mixup import targets as mix_targets
 from lakd.recipes import common
@@ -77,6 +78,8 @@ def train_classifier(
     per_rank = cfg.data.epoch_samples or math.ceil(n_train / dist.world_size)
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.data.batch_size))
 
+    # the student's config or a teacher's (FT-Mono/FT-Multi): data.augment.apply_to says which ones augment
+    data_cfg = augment_for(cfg.data, "student" if model_cfg is cfg.student else "teachers")
     model = SERModel(model_cfg, list(cfg.labels), list(cfg.languages)).to(device)
     if init_model is not None:
         init_model(model)
@@ -87,7 +90,7 @@ def train_classifier(
             train_spec,
             cfg.labels,
             cfg.languages,
-            cfg=cfg.data,
+            cfg=data_cfg,
             train=True,
             seed=cfg.seed,
             rank=dist.rank,
@@ -99,7 +102,7 @@ def train_classifier(
     if loss_factory is None:
 
         def loss_fn(m, batch):
-            batch, mix = maybe_mix(batch, cfg.data.augment, cfg.seed)  # training batches only: off when 0
+            batch, mix = maybe_mix(batch, data_cfg.augment, cfg.seed)  # training batches only: off when 0
             out = m(
                 batch["input_values"].to(device), batch["attention_mask"].to(device), batch["language_ids"].to(device)
             )
