@@ -16,7 +16,7 @@ from lakd.cli import app
 from lakd.config import Config, ConfigError
 from lakd.eval.paired import paired_comparison
 from lakd.experiments import Statistics, load_grid, read_report, run_experiment
-from lakd.experiments.grids import grid_from_dict
+from lakd.experiments.grids import GRIDS_DIR, grid_from_dict
 from lakd.experiments.plan import plan_experiment
 from lakd.experiments.stats import holm, mean_sd, read_predictions
 from lakd.experiments.status import grid_status
@@ -401,3 +401,12 @@ def test_unit_keys_ignore_settings_at_their_defaults_and_reruns_ignore_settings_
     assert settings_changes(older, settings) == []
     newer = {**settings, "data.augment.mixup_prob": 0.5}
     assert settings_changes(older, newer) == ["data.augment.mixup_prob: (unset) → 0.5"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in GRIDS_DIR.glob("*.yaml")))
+def test_every_shipped_grid_loads_and_plans(tmp_path, name):
+    grid = load_grid(name)
+    plan = plan_experiment(small_cfg(), grid, [0, 1], tmp_path / "exp")
+    assert len({s.name: s for s in plan.stages}["evaluate"].items) == 2 * len(grid.variants)
+    if name == "augment-la":  # student-only augmentation: every variant reads the one set of teachers per seed
+        assert plan.teacher_trainings["trained"] == 2 * len(LANGS)
