@@ -291,7 +291,7 @@ def distill_cmd(
             fail("--extend: the teachers are the checkpoint's and run_dir/teachers/<new code>; drop --teachers", 2)
         try:
             best, lines = extend_and_compare(cfg, str(extend), name=name)
-        except (ExtendError, CacheError) as e:
+        except (ExtendError, CacheError, FileNotFoundError) as e:
             fail(str(e))
         console.print("\n".join([*lines, f"student checkpoint: {best}"]))
         return

@@ -166,6 +166,11 @@ def test_bad_extensions_end_in_one_clear_line(tmp_path):
     one_error_line(extend(OLD), 1, "append the codes to add")
     one_error_line(extend([*OLD, NEW], "student.attention_dim=16"), 1, "student.attention_dim", "architecture")
     one_error_line(extend([*OLD, NEW]), 1, f"teacher '{NEW}'", f"lakd train teacher --language {NEW}")
+    SERModel(cfg.teacher, LABELS, [NEW]).save_pretrained(tmp_path / "grown" / "teachers" / NEW / "best")
+    cached = "distill.use_cache=true"
+    one_error_line(extend([*OLD, NEW], cached, "distill.weighting=mean"), 1, "needs weighting=route", "use_cache=false")
+    one_error_line(extend([*OLD, NEW], cached), 1, f"teacher cache {tmp_path / 'c'}: missing")
+    one_error_line(extend([*OLD, NEW]), 1, "old/train", "not found")  # no data: online teachers, the loader says so
 
 
 @pytest.mark.slow
