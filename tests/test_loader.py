@@ -16,7 +16,7 @@ from lakd.bench.data import make_tone_corpus
 from lakd.config import DataConfig
 from lakd.data.audio import AudioDecodeError, _resampler, audio_problem, decode_audio, to_mono_16k
 from lakd.data.batching import collate, finish_batch, worker_quota
-from lakd.data.loader import build_loader
+from lakd.data.loader import build_loader, prefetch_batches
 from lakd.data.samples import LabeledSample
 from lakd.data.shards import ShardWriter, iter_tar_samples
 
@@ -330,6 +330,17 @@ def test_batches_from_a_worker_equal_batches_made_in_process(corpus, train):
             else:
                 assert v == b[k], k
         assert b["input_values"].is_shared() and not a["input_values"].is_shared()
+
+
+def test_workers_may_have_a_whole_bucket_ready_ahead_of_the_consumer():
+    """A worker hands over a bucket's batches all at once; it must be allowed to queue all of them (and one of
+    the next bucket) so that it decodes while the consumer steps, instead of waiting for it. (The loaders in
+    the worker tests above run with these settings: FAST has 4 batches a bucket, so 5 in flight per worker.)"""
+    assert prefetch_batches(DataConfig(bucket=True, bucket_buffer=256), 16) == 17
+    assert prefetch_batches(DataConfig(bucket=True, bucket_buffer=256), 32) == 9  # eval batches
+    assert prefetch_batches(DataConfig(bucket=True, bucket_buffer=16), 32) == 2  # a bucket is one batch
+    assert prefetch_batches(DataConfig(bucket=False), 16) == 2  # batches come one at a time
+    assert prefetch_batches(FAST, FAST.batch_size) == 5
 
 
 def test_worker_quota_gives_whole_batches_and_one_partial():

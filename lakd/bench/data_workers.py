@@ -13,7 +13,9 @@ only trustworthy when both sides ran under the same load.
 Per run: samples/s and audio seconds/s over `batches` training batches from the start of iteration (worker
 start-up included), the time to the first batch, and CPU milliseconds per sample in the main process and in the
 workers (getrusage: CPU time is far less sensitive to other load than wall time). The consumer touches every
-batch as a trainer would (sums the attention mask), and does nothing else: a decode-bound setting, no model.
+batch as a trainer would (sums the attention mask), and does nothing else: a decode-bound setting, no model;
+`--step-ms` makes it also sleep per batch, a stand-in for a training step on an accelerator, to see whether
+the workers decode while the consumer steps.
 Results: `bench/results/data-workers.json` (docs/data-loading.md#scaling-with-workers).
 """
 
@@ -63,6 +65,8 @@ for batch in loader:
         first = time.perf_counter() - t0
     samples += len(batch["keys"])
     audio += int(batch["attention_mask"].sum())
+    if a["step_ms"]:
+        time.sleep(a["step_ms"] / 1000)  # a training step's stand-in: the loader should work meanwhile
 elapsed = time.perf_counter() - t0
 time.sleep(0.2)  # workers exit and are reaped: their CPU time lands in RUSAGE_CHILDREN
 main, workers = cpu(resource.RUSAGE_SELF) - main0, cpu(resource.RUSAGE_CHILDREN) - workers0
@@ -88,10 +92,12 @@ def _describe(tree: Path) -> dict:
     }
 
 
-def measure(tree: Path, spec: str, workers: int, batches: int, batch_size: int) -> dict:
+def measure(tree: Path, spec: str, workers: int, batches: int, batch_size: int, step_ms: float = 0.0) -> dict:
     """One run of MEASURE in a fresh process with `tree`'s lakd first on the path."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    arg = json.dumps({"spec": spec, "workers": workers, "batches": batches, "batch_size": batch_size})
+    arg = json.dumps(
+        {"spec": spec, "workers": workers, "batches": batches, "batch_size": batch_size, "step_ms": step_ms}
+    )
     out = subprocess.run(
         [sys.executable, "-c", MEASURE, arg], cwd=tree, env=env, check=True, capture_output=True, text=True
     ).stdout
@@ -154,7 +160,17 @@ def print_table(rows: list[dict], speedup: dict, after_over_before: dict) -> Non
     print("CPU ms/sample = main process + workers (all workers together)")
 
 
-def run(before: str, spec: str, worker_counts, batches: int, rounds: int, batch_size: int, out: Path | None) -> dict:
+def run(
+    before: str,
+    spec: str,
+    worker_counts,
+    batches: int,
+    rounds: int,
+    batch_size: int,
+    out: Path | None,
+    step_ms: float = 0.0,
+) -> dict:
+    """Measure before and after interleaved (see the module docstring); print the table, write `out`."""
     tmp = None
     tree = Path(before)
     if not tree.is_dir():  # a commit: a temporary worktree, removed at the end
@@ -168,7 +184,7 @@ def run(before: str, spec: str, worker_counts, batches: int, rounds: int, batch_
         for rnd in range(rounds):
             for w in worker_counts:
                 for side, t in trees.items():
-                    r = measure(t, spec, w, batches, batch_size)
+                    r = measure(t, spec, w, batches, batch_size, step_ms)
                     runs.setdefault((side, w), []).append(r)
                     print(f"round {rnd + 1}/{rounds} {side:6s} {w} workers: {r['samples_per_s']:7.1f} samples/s")
         sides = {side: _describe(t) for side, t in trees.items()}
@@ -186,6 +202,7 @@ def run(before: str, spec: str, worker_counts, batches: int, rounds: int, batch_
         "batches": batches,
         "rounds": rounds,
         "setting": "training loader, DataConfig defaults (max_seconds 6, bucketing, shuffle buffer 500), no model",
+        "consumer_step_ms": step_ms,
         "before": sides["before"],
         "after": sides["after"],
         "results": sorted(rows, key=lambda r: (r["num_workers"], r["checkout"] != "before")),
@@ -215,10 +232,21 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, default=120, help="training batches per run")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians are reported")
-    p.add_argument("--out", type=Path, default=REPO / "bench/results/data-workers.json")
+    p.add_argument("--step-ms", type=float, default=0.0, help="consumer sleeps this long per batch (a step)")
+    p.add_argument("--out", type=Path, help="default bench/results/data-workers.json (-stepN.json with --step-ms)")
     a = p.parse_args(argv)
     workers = tuple(int(w) for w in a.workers.split(","))
-    run(a.before, a.shards, workers, a.batches, a.rounds, a.batch_size, a.out)
+    name = f"data-workers-step{a.step_ms:g}.json" if a.step_ms else "data-workers.json"
+    run(
+        a.before,
+        a.shards,
+        workers,
+        a.batches,
+        a.rounds,
+        a.batch_size,
+        a.out or REPO / "bench/results" / name,
+        a.step_ms,
+    )
 
 
 if __name__ == "__main__":

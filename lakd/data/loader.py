@@ -42,6 +42,19 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode/resample one sample at a time; threads would oversubscribe
 
 
+def prefetch_batches(cfg: DataConfig, batch_size: int) -> int:
+    """Batches each DataLoader worker may have ready ahead of the consumer: one bucket's worth plus one.
+
+    With bucketing a worker decodes a whole bucket before the first batch of it, then has all of its batches at
+    once. DataLoader's default of 2 left it idle until the consumer had taken them, so decoding and the training
+    step took turns instead of overlapping (docs/data-loading.md#scaling-with-workers). Ready batches wait in
+    shared memory, one file each: the bucket's decoded audio, moved out of the worker, not extra copies.
+    """
+    if not cfg.bucket:
+        return 2
+    return max(2, cfg.bucket_buffer // batch_size + 1)
+
+
 class ShardLoader:
     """Iterable of batches for one rank. `len()` is the number of batches per epoch (exact for training,
     an upper bound from index.json for evaluation). Each pass over it is one epoch; the first uses the
@@ -94,11 +107,13 @@ class ShardLoader:
         for reason, shard, detail, n in self._pre_skips:
             skips.add(reason, shard, None, detail, n)
         workers = spec.cfg.num_workers
+        batch_size = spec.cfg.batch_size if spec.train else spec.cfg.eval_batch_size
         loader = torch.utils.data.DataLoader(
             ShardDataset(spec),
             batch_size=None,
             num_workers=workers,
             worker_init_fn=_worker_init if workers > 0 else None,
+            prefetch_factor=prefetch_batches(spec.cfg, batch_size) if workers > 0 else None,
             persistent_workers=False,
         )
         batches = samples = 0
