@@ -73,3 +73,4 @@ BACKBONE_KEYS = {
     "hubert": _BACKBONE_COMMON + ("conv_pos_batch_norm", "feat_proj_layer_norm", "mask_feature_min_masks"),
     "wavlm": _BACKBONE_COMMON + _PRETRAINING_HEADS + ("max_bucket_distance", "num_buckets", "num_ctc_classes"),
 }  # fmt: skip
+CACHE_SCOPES = ("all", "own-language")  # what a per-language teacher's cached knowledge covers (distill.cache_scope)

@@ -187,6 +187,12 @@ def _check_distill(cfg: Config) -> None:
     check_number("distill.temperature", d.temperature, 0, above=True)
     check_number("distill.cosine_tau", d.cosine_tau, 0, above=True)
     check_number("distill.embed_weight", d.embed_weight, 0)
+    check_choice("distill.cache_scope", d.cache_scope, C.CACHE_SCOPES)
+    if d.cache_scope == "own-language" and d.weighting != "route":
+        raise ConfigError(
+            f"distill.cache_scope own-language caches each teacher on its own language only, but distill.weighting "
+            f"{d.weighting!r} weighs every teacher on every sample: use weighting route or cache_scope all"
+        )
 
 
 def _check_resources(table: Any) -> None:

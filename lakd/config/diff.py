@@ -66,6 +66,8 @@ def result_settings(cfg: Config, stage: str) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for section in RESULT_SECTIONS.get(stage, ALL_SECTIONS):
         _flatten(full[section], section, flat)
+    if stage == "cache":  # the one distill setting that changes what the cache holds
+        flat["distill.cache_scope"] = full["distill"]["cache_scope"]
     known = stage in RESULT_SECTIONS
     keep = {
         k: v for k, v in flat.items() if k not in NOT_RESULT_KEYS and (not known or ONLY_FOR.get(k, stage) == stage)

@@ -107,6 +107,9 @@ class DistillConfig:
     online_teacher_mode: str = "eval"  # eval | train (dropout on, as the published code); cached knowledge is eval
     embed_weight: float = 0.0  # beta: beta * (1 - cos) on pooled embeddings
     use_cache: bool = True  # read teacher knowledge from the cache instead of running teachers
+    # all: every teacher's knowledge of every sample (N teachers x all data); own-language: a per-language
+    # teacher's of its own language only (linear in N; route weighting only, which needs no more)
+    cache_scope: str = "all"
 
 
 @dataclass

@@ -180,6 +180,9 @@ class _Teacher:
                     f"{list(shape)} ({kinds[part]}); rerun `lakd cache`"
                 )
         self.name = name
+        self.language = entry.get("language")
+        self.scope = entry.get("scope", "all")  # own-language: knowledge of the samples of `covers` only
+        self.covers = entry.get("covers") or ([self.language] if self.scope != "all" else None)
         self.keys_id = entry["packed"]["keys"]["sha256"]
         self.keys, self.rows = arrays["keys"], arrays["rows"]
         self.logits, self.pooled = arrays["logits"], arrays["pooled"]
@@ -241,35 +244,67 @@ class TeacherCache:
         self._teachers = [_Teacher(self.dir, n, teachers[n], len(self.labels), verify) for n in names]
 
     def __len__(self) -> int:
-        return len(self._teachers[0].keys) if self._teachers else 0
+        """Samples with cached knowledge: a teacher's of all languages, else the own-language teachers' together."""
+        whole = [len(t.keys) for t in self._teachers if t.scope == "all"]
+        return whole[0] if whole else sum(len(t.keys) for t in self._teachers)
 
     def __contains__(self, key: str) -> bool:
         query = _encode_keys([key])
-        return all(t.search(query)[1] is None for t in self._teachers)
+        whole = [t.search(query)[1] is None for t in self._teachers if t.scope == "all"]
+        own = [t.search(query)[1] is None for t in self._teachers if t.scope != "all"]
+        return all(whole) and (any(own) or not own)
 
     @property
     def embed_dims(self) -> list[int]:
         return [t.pooled.shape[1] for t in self._teachers]
 
-    def lookup(self, keys: Sequence[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Teacher logits `[K, B, C]` and embeddings (K tensors `[B, H_k]`), float32 on CPU, in teacher order."""
+    def lookup(
+        self, keys: Sequence[str], languages: Sequence[str] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Teacher logits `[K, B, C]` and embeddings (K tensors `[B, H_k]`), float32 on CPU, in teacher order.
+
+        `languages` (the samples' language codes) is needed with own-language teachers: their rows for samples of
+        a language they do not cover are zeros, which route weighting gives weight 0 (lakd.distill.cache_write:
+        `_covers`; own-language caches are refused with cosine weightings).
+        """
         query = _encode_keys(keys)
         found: dict[str, np.ndarray] = {}  # teachers with the same sorted keys share one search
         logits, embeds = [], []
         for t in self._teachers:
+            if t.scope == "own-language":
+                own = np.arange(len(keys)) if languages is None else np.flatnonzero(np.isin(languages, t.covers))
+                logit_rows = np.zeros((len(keys), t.logits.shape[1]), np.float32)
+                pooled_rows = np.zeros((len(keys), t.pooled.shape[1]), np.float32)
+                if own.size:
+                    pos, absent = t.search(query[own])
+                    if absent is not None:
+                        raise self._miss(keys[own[absent]], t, languages is None)
+                    rows = np.asarray(t.rows[pos], dtype=np.int64)
+                    logit_rows[own], pooled_rows[own] = t.logits[rows], t.pooled[rows]
+                logits.append(torch.from_numpy(logit_rows))
+                embeds.append(torch.from_numpy(pooled_rows))
+                continue
             pos = found.get(t.keys_id)
             if pos is None:
                 pos, absent = t.search(query)
                 if absent is not None:
-                    raise CacheMissError(
-                        f"sample key {keys[absent]!r} has no cached knowledge of teacher {t.name!r} in {self.dir} "
-                        "(was the cache computed on other shards? rerun `lakd cache`)"
-                    )
+                    raise self._miss(keys[absent], t, False)
                 found[t.keys_id] = pos
             rows = np.asarray(t.rows[pos], dtype=np.int64)  # each teacher's own row order
             logits.append(torch.from_numpy(np.array(t.logits[rows], dtype=np.float32)))
             embeds.append(torch.from_numpy(np.array(t.pooled[rows], dtype=np.float32)))
         return torch.stack(logits), embeds
+
+    def _miss(self, key: str, t: _Teacher, no_languages: bool) -> CacheMissError:
+        if no_languages:
+            return CacheMissError(
+                f"sample key {key!r} has no cached knowledge of teacher {t.name!r} in {self.dir}, which holds the "
+                f"samples of {', '.join(t.covers)} only: pass the samples' languages to lookup()"
+            )
+        return CacheMissError(
+            f"sample key {key!r} has no cached knowledge of teacher {t.name!r} in {self.dir} "
+            "(was the cache computed on other shards? rerun `lakd cache`)"
+        )
 
     def verify(self) -> dict:
         """Recompute every shard's and packed file's sha256 against the manifest (in chunks); raise

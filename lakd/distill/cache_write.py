@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lakd.choices import CACHE_SCOPES
 from lakd.data.index import shard_sample_counts
 from lakd.data.shards import check_key, expand_urls
 from lakd.distill.cache import (
@@ -165,6 +166,18 @@ def _run_teacher(
     return len(seen)
 
 
+def _covers(language: str | None, scope: str, teachers: dict, languages: list[str]) -> list[str] | None:
+    """The languages whose samples a teacher's cached knowledge holds; None: all.
+
+    With own-language scope a per-language teacher holds its own language and every language of `languages`
+    that has no teacher of its own: route weighting sends those samples to the mixture of all teachers
+    (`lakd.distill.losses.route_matrix`), so the loss is exactly the one an "all" cache gives."""
+    if scope == "all" or language is None:
+        return None
+    taught = {lang for _, lang in teachers.values() if lang is not None}
+    return [language, *(lang for lang in languages if lang not in taught)]
+
+
 def write_teacher_cache(
     teacher_dirs: Mapping[str, str | os.PathLike],
     spec,
@@ -179,8 +192,15 @@ def write_teacher_cache(
     eval_max_seconds: float | None = None,
     samples_per_shard: int = 1000,
     teacher_languages: Mapping[str, str | None] | None = None,
+    scope: str = "all",
 ) -> dict:
     """Run every teacher (eval mode, no grad) once over every sample of `spec`; return the manifest.
+
+    `scope="own-language"` runs a per-language teacher over the samples of its own language only (and of the
+    languages without a teacher of their own; a teacher for all languages still sees all): N teachers over N
+    languages then cost N x (one language) instead of N x (all languages), and route weighting, which gives a
+    sample only its own language's teacher, needs no more (`distill.cache_scope`). Cosine weightings compare
+    every teacher on every sample and need "all".
 
     teacher_dirs: name -> checkpoint dir (names in `languages` are per-language teachers, others teach all,
     unless `teacher_languages` says otherwise). A teacher already complete in the manifest with the same
@@ -203,6 +223,8 @@ def write_teacher_cache(
 
     out = Path(out_dir)
     labels, languages = list(labels), list(languages)
+    if scope not in CACHE_SCOPES:
+        raise CacheError(f"cache scope must be one of {', '.join(CACHE_SCOPES)}, got {scope!r}")
     if not teacher_dirs:
         raise CacheError(f"{out}: no teachers to cache")
     urls = expand_urls(spec)
@@ -228,7 +250,8 @@ def write_teacher_cache(
             log.warning(
                 "cache %s: teacher %s's cache is not on disk as recorded (%s): recomputing it", out, name, absent
             )
-        if absent is not None or (name in teachers and entry.get("checkpoint_hash") != teachers[name][0]):
+        rescoped = name in teachers and entry.get("covers") != _covers(teachers[name][1], scope, teachers, languages)
+        if absent is not None or rescoped or (name in teachers and entry.get("checkpoint_hash") != teachers[name][0]):
             del valid[name]
         elif (problem := packed_problem(out, entry, check_sha256=True)) is not None:
             log.warning(
@@ -266,8 +289,14 @@ def write_teacher_cache(
             raise CacheError(f"teacher {name!r}: {e}") from e
         writer = _CacheShardWriter(tdir, samples_per_shard)
         start = time.time()
+        covers = _covers(lang, scope, teachers, languages)
+        batches, expected = loader, total
+        if covers is not None:
+            own = {"language_filter": covers, "eval_max_seconds": effective_max}
+            batches = build_loader(spec, labels, languages, cfg=data_cfg, train=False, **own)
+            expected = sum(data_counts.get(c, 0) for c in covers)
         try:
-            n = _run_teacher(model, loader, writer, name, progress, total, device)
+            n = _run_teacher(model, batches, writer, name, progress, expected, device)
             writer.close()
             if n == 0:
                 raise CacheError(f"teacher {name}: no samples in {spec} (see the loader's skip log)")
@@ -280,11 +309,13 @@ def write_teacher_cache(
             "checkpoint": str(Path(ckpt).resolve()),
             "checkpoint_hash": ckpt_hash,
             "language": lang,
+            "scope": "all" if covers is None else "own-language",
+            "covers": covers,
             "hidden_size": model.hidden_size,
             "num_samples": n,
             "shards": writer.shards,
             "packed": packed,
-            "skips": loader.last_epoch_skips.as_dict(),
+            "skips": batches.last_epoch_skips.as_dict(),
             "seconds": round(time.time() - start, 2),
             "complete": True,
         }

@@ -199,7 +199,9 @@ class _Builder:
                 cache = None
                 if v.method == "distill" and vcfg.distill.use_cache:
                     tcfg, tkey = self.teacher_cfg(vcfg)
-                    cache = f"s{seed}" + self._suffix(tkey, seed)
+                    scope = vcfg.distill.cache_scope  # what the cache holds: its own unit per scope
+                    tcfg.distill.cache_scope = scope
+                    cache = f"s{seed}" + self._suffix(tkey, seed) + ("" if scope == "all" else f".{scope}")
                     caches.setdefault(cache, (tcfg, set(), seed))[1].update(teachers)
                 planned.append((v, seed, vcfg, teachers, cache))
         for item, (tcfg, names, seed) in caches.items():

@@ -28,5 +28,6 @@ def run(cfg: Config, teacher_dirs: dict[str, str]) -> str:
             cfg.data,
             dist.device,
             batch_size=cfg.data.eval_batch_size,
+            scope=cfg.distill.cache_scope,
         )
     return str(out)

@@ -119,7 +119,7 @@ def _distill(
             teacher_cache = TeacherCache(cache_dir, teacher_dirs=teacher_dirs)
 
             def cache(clean_batch):
-                return teacher_cache.lookup(clean_batch["keys"])
+                return teacher_cache.lookup(clean_batch["keys"], clean_batch["languages"])
         else:
             online = OnlineTeachers(teacher_dirs, device, mode=d.online_teacher_mode)
         class_weights = (
