@@ -36,6 +36,9 @@ def test_bench_scale_runs_every_stage_per_language_count(tmp_path):
     assert two["eval_utterances"] == 2 * one["eval_utterances"]  # every language's dev set is evaluated
     # the cache holds every teacher's knowledge of every sample: 2 teachers x 2x the samples
     assert two["cache_bytes"] > 2.5 * one["cache_bytes"] and two["cache_bytes_vs_first"] > 2.5
+    # own-language: each teacher on its own language only, so 2 teachers x 1x the samples each
+    assert two["own_language_cache_bytes"] < 0.7 * two["cache_bytes"]
+    assert two["own_language_cache_bytes"] < 2.5 * one["own_language_cache_bytes"]
     for r in saved["rows"]:
         assert r["teacher_parallel_s"] <= r["teacher_total_s"] and r["student_step_s"] > 0
         assert r["student_peak_rss_mb"] >= r["student_rss_growth_mb"] >= 0

@@ -4,7 +4,9 @@ Per language count N, on a synthetic corpus with the same amount of audio per la
 - teacher stage: N per-language teachers, each trained for the same number of steps. On SLURM they are array
   jobs that run in parallel, so the stage's wall time is the slowest teacher (`teacher_parallel_s`), while its
   compute grows with N (`teacher_total_s`);
-- teacher-knowledge cache: build time and bytes on disk (N teachers × all samples);
+- teacher-knowledge cache: build time and bytes on disk, with every teacher on every sample (`all`: N teachers
+  × N languages' samples, quadratic) and with each teacher on its own language (`own-language`, linear; the
+  student reads this one: route weighting needs no more);
 - student: the time of one training step with cached knowledge from N teachers, and the peak RSS of the process
   that runs it (cache opened memory-mapped). It should stay flat in N: the cache turns N teacher forwards into
   N lookups of C + H floats;
@@ -88,7 +90,7 @@ def _student_phase(work: str, n_lang: int, steps: int, warmup: int, batch_size: 
 
     def loss_of(model, b):
         s = model(b["input_values"], b["attention_mask"], b["language_ids"])
-        t_logits, _ = cache.lookup(b["keys"])
+        t_logits, _ = cache.lookup(b["keys"], b["languages"])
         w = teacher_weights("route", s.logits, t_logits, b["language_ids"], languages, languages)
         return distillation_loss(s.logits, t_logits, b["labels"], w, 5.0, 0.25)["loss"]
 
@@ -143,26 +145,31 @@ def _one_count(n_lang: int, per_language: int, teacher_steps: int, steps: int, b
             _timed_steps(teacher, batches[: teacher_steps + warmup], ce, warmup)
             teacher_times.append(time.perf_counter() - t0)
             teacher.save_pretrained(work / "teachers" / lang)
-        t0 = time.perf_counter()
-        write_teacher_cache(
-            {lang: work / "teachers" / lang for lang in languages},
-            work / "train",
-            work / "cache",
-            labels,
-            languages,
-            data_cfg,
-            batch_size=batch_size,
-            eval_max_seconds=seconds,
-        )
-        cache_s = time.perf_counter() - t0
+        built = {}
+        for scope, directory in (("all", "cache-all"), ("own-language", "cache")):  # the student reads the latter
+            t0 = time.perf_counter()
+            write_teacher_cache(
+                {lang: work / "teachers" / lang for lang in languages},
+                work / "train",
+                work / directory,
+                labels,
+                languages,
+                data_cfg,
+                batch_size=batch_size,
+                eval_max_seconds=seconds,
+                scope=scope,
+            )
+            built[scope] = (time.perf_counter() - t0, _dir_bytes(work / directory))
         student = _in_fresh_process(_student_phase, str(work), n_lang, steps, warmup, batch_size, seconds, config)
         return {
             "languages": n_lang,
             "train_utterances": per_language * n_lang,
             "teacher_total_s": sum(teacher_times),
             "teacher_parallel_s": max(teacher_times),
-            "cache_build_s": cache_s,
-            "cache_bytes": _dir_bytes(work / "cache"),
+            "cache_build_s": built["all"][0],
+            "cache_bytes": built["all"][1],
+            "own_language_cache_build_s": built["own-language"][0],
+            "own_language_cache_bytes": built["own-language"][1],
             **student,
         }
 
@@ -188,7 +195,15 @@ def bench_scale(
         console.print(f"{n} language(s): done")
     base = rows[0]
     for r in rows:
-        for key in ("teacher_total_s", "teacher_parallel_s", "cache_build_s", "cache_bytes", "student_step_s"):
+        for key in (
+            "teacher_total_s",
+            "teacher_parallel_s",
+            "cache_build_s",
+            "cache_bytes",
+            "own_language_cache_build_s",
+            "own_language_cache_bytes",
+            "student_step_s",
+        ):
             r[f"{key}_vs_first"] = r[key] / base[key] if base[key] else None
         r["student_peak_rss_vs_first"] = r["student_peak_rss_mb"] / base["student_peak_rss_mb"]
         r["eval_s_vs_first"] = r["eval_s"] / base["eval_s"]
@@ -209,6 +224,8 @@ def bench_scale(
         "teachers in parallel (×)",
         "cache build (×)",
         "cache MB",
+        "own-language cache build (×)",
+        "own-language MB",
         "student step ms (×)",
         "student peak RSS MB (growth)",
         "eval (×)",
@@ -221,6 +238,8 @@ def bench_scale(
             f"{r['teacher_parallel_s']:.1f} s ({r['teacher_parallel_s_vs_first']:.2f})",
             f"{r['cache_build_s']:.1f} s ({r['cache_build_s_vs_first']:.2f})",
             f"{r['cache_bytes'] / 2**20:.2f}",
+            f"{r['own_language_cache_build_s']:.1f} s ({r['own_language_cache_build_s_vs_first']:.2f})",
+            f"{r['own_language_cache_bytes'] / 2**20:.2f}",
             f"{1000 * r['student_step_s']:.0f} ({r['student_step_s_vs_first']:.2f})",
             f"{r['student_peak_rss_mb']:.0f} ({r['student_rss_growth_mb']:.0f})",
             f"{r['eval_s']:.2f} s ({r['eval_s_vs_first']:.2f})",
