@@ -169,6 +169,7 @@ def _check_optim(section: str, o: OptimConfig) -> None:
     check_number(f"{section}.checkpoint_every", o.checkpoint_every, 0, integer=True)
     check_number(f"{section}.early_stopping_patience", o.early_stopping_patience, 1, integer=True, optional=True)
     check_choice(f"{section}.select_metric", o.select_metric, C.SELECT_METRICS)
+    check_number(f"{section}.layer_lr_decay", o.layer_lr_decay, 0, 1, above=True)
     check_choice(f"{section}.precision", o.precision, ("auto", *C.PRECISIONS))
     check_choice(f"{section}.schedule", o.schedule, C.LR_SCHEDULES)
 

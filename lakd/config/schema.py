@@ -95,6 +95,7 @@ class OptimConfig:
     checkpoint_every: int = 200  # steps
     early_stopping_patience: int | None = None  # evaluations without dev UA improvement
     select_metric: str = "ua"  # dev metric for model selection: ua | wa
+    layer_lr_decay: float = 1.0  # lr x decay^depth per backbone layer (top 0: head/pooling); 1 = one lr for all
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Callable, Iterable
 
 import torch
@@ -54,17 +55,46 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str = "cosine") -> 
     return f
 
 
+_ENCODER_LAYER = re.compile(r"(?:^|\.)backbone\.encoder\.layers\.(\d+)\.")
+_BACKBONE = re.compile(r"(?:^|\.)backbone\.")
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """How far below the top a parameter sits: 0 for everything above the backbone (pooling, language
+    embedding, head), L - i for transformer layer i of L, L + 1 for the rest of the backbone (CNN feature
+    encoder, projection, positional convolution)."""
+    m = _ENCODER_LAYER.search(name)
+    if m:
+        return num_layers - int(m.group(1))
+    return num_layers + 1 if _BACKBONE.search(name) else 0
+
+
 def build_optimizer(params: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; biases and norm/1-D parameters get no weight decay."""
-    decay, no_decay = [], []
-    for name, p in params:
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    if not decay and not no_decay:
+    """AdamW; biases and norm/1-D parameters get no weight decay.
+
+    `cfg.layer_lr_decay` < 1 gives each parameter the learning rate lr x decay^depth (`layer_depth`): the
+    layer-wise decay used to fine-tune pretrained wav2vec2/BERT-style encoders, whose lower layers hold general
+    features that large updates would destroy. At 1 (default) there are just the two weight-decay groups.
+    """
+    params = [(name, p) for name, p in params if p.requires_grad]
+    if not params:
         raise ValueError("nothing to train: no parameter requires grad")
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    decay_rate = cfg.layer_lr_decay
+    layers = [int(m.group(1)) for name, _ in params if (m := _ENCODER_LAYER.search(name))]
+    num_layers = max(layers) + 1 if layers else 0
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    for name, p in params:
+        depth = layer_depth(name, num_layers) if decay_rate != 1.0 else 0
+        decays = not (p.ndim <= 1 or name.endswith(".bias"))
+        groups.setdefault((depth, decays), []).append(p)
+    ordered = sorted(groups, key=lambda k: (k[0], not k[1]))  # depth 0 first, weight-decayed before not
+    return torch.optim.AdamW(
+        [
+            {"params": groups[k], "weight_decay": cfg.weight_decay if k[1] else 0.0, "lr": cfg.lr * decay_rate ** k[0]}
+            for k in ordered
+        ],
+        lr=cfg.lr,
+    )
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, schedule: str):
