@@ -183,7 +183,7 @@ def test_bench_extend_writes_accuracy_and_cost_side_by_side(tmp_path):
 
     out = tmp_path / "extend.json"
     sets = ["teacher_optim.epochs=1", "student_optim.epochs=2", "threads=1"]
-    res = bench_extend(["en", "fi"], ["de"], speakers=3, utterances=8, extend_epochs=1, overrides=sets, out_json=out)
+    res = bench_extend(["en", "fi"], ["de"], 3, 8, eval_speakers=1, extend_epochs=1, overrides=sets, out_json=out)
     saved = json.loads(out.read_text())
     assert saved["ua_test"] == json.loads(json.dumps(res["ua_test"]))
     assert set(saved["ua_test"]) == {"before", "extended", "scratch"}
@@ -199,3 +199,4 @@ def test_bench_extend_writes_accuracy_and_cost_side_by_side(tmp_path):
     assert saved["extend_vs_scratch"]["seconds"] == pytest.approx(ext["seconds"] / scr["seconds"])
     assert ext["cache_seconds"] > 0 and ext["student_seconds"] > 0 and scr["cache_seconds"] > 0
     assert saved["corpus"]["new"]["train_samples"] == 8 and saved["corpus"]["old"]["train_samples"] == 16
+    assert set(saved["new_teacher_ua_test"]) == {"de"} and saved["device"] == "cpu"

@@ -40,8 +40,9 @@ def _steps(checkpoint: str) -> int:
 def bench_extend(
     old=("en", "fi", "fr"),
     new=("de",),
-    speakers: int = 6,
+    speakers: int = 8,
     utterances: int = 24,
+    eval_speakers: int = 2,
     extend_epochs: int = 3,
     config: str = "tiny",
     overrides: list[str] | None = None,
@@ -54,6 +55,7 @@ def bench_extend(
     from lakd.config import load_config
     from lakd.data.synth import synthesize_corpus
     from lakd.recipes import cache, common, distill, extend, finetune
+    from lakd.train.runtime import setup_runtime
 
     console = console or Console()
     old, new = list(old), list(new)
@@ -69,7 +71,7 @@ def bench_extend(
                 utterances_per_speaker=utterances,
                 labels=base.labels,
                 seed=base.seed,
-                splits={"train": speakers - 2, "dev": 1, "test": 1},
+                splits={"train": speakers - 2 * eval_speakers, "dev": eval_speakers, "test": eval_speakers},
                 overwrite=True,
             )
 
@@ -105,6 +107,8 @@ def bench_extend(
 
         ua = {name: extend.ua_by_language(cfg_ext, ckpt, "test")
               for name, ckpt in (("before", old_ckpt), ("extended", ext_ckpt), ("scratch", scr_ckpt))}  # fmt: skip
+        teacher_ua = {code: extend.ua_by_language(cfg_ext, dirs[code], "test")[code] for code in new}
+        device = str(setup_runtime(cfg_ext).device)
         ext_cache_seconds = sum(t["seconds"] for t in ext_cache["teachers"].values())
         cost = {
             "extend": {"seconds": ext_seconds, "cache_seconds": ext_cache_seconds,
@@ -119,7 +123,7 @@ def bench_extend(
         return sum(d[c] for c in langs) / len(langs)
 
     results = {
-        "device": str(cfg_ext.device),
+        "device": device,
         "torch_threads": __import__("torch").get_num_threads(),
         "config": config,
         "overrides": list(overrides or []),
@@ -129,11 +133,14 @@ def bench_extend(
             p: {
                 "speakers_per_language": speakers,
                 "utterances_per_speaker": utterances,
+                "dev_test_speakers": eval_speakers,
                 "train_samples": c["splits"]["train"]["num_samples"],
+                "test_samples": c["splits"]["test"]["num_samples"],
             }
             for p, c in corpus.items()
         },  # fmt: skip
         "ua_test": ua,
+        "new_teacher_ua_test": teacher_ua,  # the new languages' FT-Mono teachers, for reference
         "mean_ua_test": {k: {"old": mean(v, old), "new": mean(v, new)} for k, v in ua.items()},
         "forgetting": {c: ua["extended"][c] - ua["before"][c] for c in old},
         "cost": cost,
@@ -169,8 +176,9 @@ def _print(r: dict, console) -> None:
 def bench_extend_cmd(
     old: str = typer.Option("en,fi,fr", help="Languages of the trained student."),
     new: str = typer.Option("de", help="Languages to add."),
-    speakers: int = typer.Option(6, help="Speakers per language (2 for dev and test, the rest train)."),
+    speakers: int = typer.Option(8, help="Speakers per language (2 x --eval-speakers for dev and test)."),
     utterances: int = typer.Option(24, help="Utterances per speaker."),
+    eval_speakers: int = typer.Option(2, help="Speakers per language in dev, and as many in test."),
     extend_epochs: int = typer.Option(3, help="Epochs of the extension (scratch: the config's student epochs)."),
     config: str = typer.Option(
         "tiny", "--config", "-c", help="Config for models and training (its synth is replaced)."
@@ -180,4 +188,6 @@ def bench_extend_cmd(
 ) -> None:
     """Adding a language to a trained student vs retraining from scratch: test UA (forgetting, new language)
     and wall time / steps side by side."""
-    bench_extend(old.split(","), new.split(","), speakers, utterances, extend_epochs, config, set, out_json=out)
+    bench_extend(
+        old.split(","), new.split(","), speakers, utterances, eval_speakers, extend_epochs, config, set, out_json=out
+    )
