@@ -64,9 +64,10 @@ def grown_config(root: Path, base: Path, languages: list[str], **changes) -> Pat
     return path
 
 
-@pytest.fixture(scope="module")
-def extended(tmp_path_factory):
-    """Old student (en, fi) from cached knowledge; the de teacher; the student extended to en, fi, de."""
+@pytest.fixture(scope="module", params=["all", "own-language"])
+def extended(tmp_path_factory, request):
+    """Old student (en, fi) from cached knowledge (each teacher cached on all data, or on its own language only:
+    distill.cache_scope); the de teacher; the student extended to en, fi, de."""
     root = tmp_path_factory.mktemp("extend")
     for i, lang in enumerate([*OLD, NEW]):
         write_language(root / ("new" if lang == NEW else "old"), lang, i)
@@ -74,7 +75,7 @@ def extended(tmp_path_factory):
     base = tiny_run(root / "base", OLD, **opt)
     old_cfg = yaml.safe_load(base.read_text())
     old_cfg["data"].update({s: str(root / "old" / s) for s in SIZES}, batch_size=8)
-    old_cfg["distill"]["use_cache"] = True
+    old_cfg["distill"].update(use_cache=True, cache_scope=request.param)
     old_path = root / "old.yaml"
     old_path.write_text(yaml.safe_dump(old_cfg, sort_keys=False))
     for lang in OLD:

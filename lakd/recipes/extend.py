@@ -154,7 +154,7 @@ class RoutedKnowledge:
             idx = [i for i, code in enumerate(langs) if code in codes]
             if not idx:
                 continue
-            part_logits, part_embeds = cache.lookup([keys[i] for i in idx])
+            part_logits, part_embeds = cache.lookup([keys[i] for i in idx], [langs[i] for i in idx])
             rows = torch.tensor(idx)
             for j, name in enumerate(cache.teacher_names):
                 k = self.names.index(name)
@@ -177,7 +177,8 @@ def _new_cache(cfg: Config, p: dict) -> dict:
     if dist.is_main:
         spec = common.shards_for_languages(common.data_spec(cfg, "train"), p["new"])
         write_teacher_cache(teachers, spec, out, list(cfg.labels), list(cfg.languages), cfg.data, dist.device,
-                            batch_size=cfg.data.eval_batch_size, eval_max_seconds=eval_max)  # fmt: skip
+                            batch_size=cfg.data.eval_batch_size, eval_max_seconds=eval_max,
+                            scope=cfg.distill.cache_scope)  # fmt: skip
     if dist.world_size > 1:
         torch.distributed.barrier()
     return {"cache_dir": str(out), "teachers": teachers}
