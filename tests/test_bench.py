@@ -24,6 +24,7 @@ def test_bench_distill_compares_cached_online_and_finetune(tmp_path):
         assert r["audio_s_per_s"] == pytest.approx(2 * 1.0 / r["step_s_median"])
 
 
+@pytest.mark.slow
 def test_bench_scale_runs_every_stage_per_language_count(tmp_path):
     from lakd.bench.scale import bench_scale
 
