@@ -13,7 +13,8 @@ only trustworthy when both sides ran under the same load.
 Per run: samples/s and audio seconds/s over `batches` training batches from the start of iteration (worker
 start-up included), the time to the first batch, and CPU milliseconds per sample in the main process and in the
 workers (getrusage: CPU time is far less sensitive to other load than wall time). The consumer touches every
-batch as a trainer would (sums the attention mask), and does nothing else: a decode-bound setting, no model;
+element of the mask once (a numpy sum, single-threaded like a copy to a device; a torch reduction would bring
+its own intra-op threads into the measurement) and does nothing else: a decode-bound setting, no model;
 `--step-ms` makes it also sleep per batch, a stand-in for a training step on an accelerator, to see whether
 the workers decode while the consumer steps.
 Results: `bench/results/data-workers.json` (docs/data-loading.md#scaling-with-workers).
@@ -64,7 +65,7 @@ for batch in loader:
     if first is None:
         first = time.perf_counter() - t0
     samples += len(batch["keys"])
-    audio += int(batch["attention_mask"].sum())
+    audio += int(batch["attention_mask"].numpy().sum())  # numpy: touches every element, adds no torch threads
     if a["step_ms"]:
         time.sleep(a["step_ms"] / 1000)  # a training step's stand-in: the loader should work meanwhile
 elapsed = time.perf_counter() - t0
