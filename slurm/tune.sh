@@ -60,10 +60,19 @@ if [ -n "${LAKD_TUNE_SCRIPT:-}" ]; then DRIVER=("$LAKD_TUNE_SCRIPT"); else DRIVE
 # ------------------------------------------------------------------------------ nodes and addresses
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 HEAD=${NODES[0]}
-HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "$HEAD" hostname --ip-address)
-case "$HEAD_IP" in *" "*) # several addresses: prefer IPv4
-  for a in $HEAD_IP; do case "$a" in *.*.*.*) HEAD_IP=$a; break ;; esac; done ;;
-esac
+# The head's address as the other nodes reach it: what its name resolves to, else its interfaces' (hostname -I);
+# IPv4 first, never loopback (Debian's /etc/hosts maps the hostname to 127.0.1.1: workers could not join that).
+pick_ip() { # ADDRESS...: the first IPv4 that is not 127.*, else the first that is not loopback at all
+  local a
+  for a in "$@"; do case "$a" in 127.*) ;; *.*.*.*) echo "$a"; return ;; esac; done
+  for a in "$@"; do case "$a" in 127.* | ::1) ;; *) echo "$a"; return ;; esac; done
+}
+# shellcheck disable=SC2046
+HEAD_IP=$(pick_ip $(srun --nodes=1 --ntasks=1 -w "$HEAD" sh -c 'hostname --ip-address; hostname -I' 2>/dev/null))
+if [ -z "$HEAD_IP" ]; then
+  [ ${#NODES[@]} = 1 ] || { echo "[tune.sh] $HEAD has no address but loopback: the other nodes cannot reach it" >&2; exit 1; }
+  HEAD_IP=127.0.0.1 # one node: loopback will do
+fi
 PORT=${LAKD_RAY_PORT:-$((6379 + SLURM_JOB_ID % 1000))}
 export RAY_ADDRESS="$HEAD_IP:$PORT"
 

@@ -50,10 +50,9 @@ def _rank() -> int:
     if env is not None:
         with contextlib.suppress(Exception):
             return int(env.global_rank)
-    for var in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
+    from lakd.train.distributed import announced_rank
+
+    return announced_rank()  # the launcher's rank; RANK inherited from another lakd process does not count
 
 
 try:

@@ -7,10 +7,20 @@ group (gloo on CPU, NCCL on CUDA) when there is more than one process.
 
 Launchers, in order of precedence:
 - **torchrun** (or anything that sets RANK and WORLD_SIZE): used as is.
-- **srun**: SLURM_PROCID -> RANK, SLURM_LOCALID -> LOCAL_RANK, SLURM_STEP_NUM_TASKS (or SLURM_NTASKS) ->
-  WORLD_SIZE, MASTER_ADDR = first host of SLURM_STEP_NODELIST/SLURM_JOB_NODELIST, MASTER_PORT = 10000 +
-  SLURM_JOB_ID % 20000 (same on every task, differs between concurrent jobs). Existing MASTER_* win.
-- **single**: RANK=0, WORLD_SIZE=1, MASTER_ADDR=127.0.0.1, MASTER_PORT = a free port.
+- **srun**: a task of a job step (srun sets SLURM_STEP_NUM_TASKS): SLURM_PROCID -> RANK, SLURM_LOCALID ->
+  LOCAL_RANK, SLURM_STEP_NUM_TASKS -> WORLD_SIZE, MASTER_ADDR = first host of SLURM_STEP_NODELIST (else
+  SLURM_JOB_NODELIST), MASTER_PORT = 10000 + SLURM_JOB_ID % 20000 (same on every task, differs between
+  concurrent jobs; a free port for a one-task step). Existing MASTER_* win.
+- **single**: RANK=0, WORLD_SIZE=1, MASTER_ADDR=127.0.0.1, MASTER_PORT = a free port. Also the batch script
+  of a job itself (python run without srun, as the driver of slurm/tune.sh is): it has SLURM_PROCID=0 and the
+  job's SLURM_NTASKS, but it is one process. Taking SLURM_NTASKS as the world size made
+  `sbatch --nodes 2 --ntasks-per-node 1 --wrap "lakd train teacher ..."` wait for a rank 1 that never starts.
+
+The exported variables are inherited by every process started afterwards - a SLURM job submitted from a
+process that trained something in-process gets RANK=0 WORLD_SIZE=1 MASTER_PORT=<ours>, and every task of a
+2-node job then took itself for a lone torchrun process. So `init_distributed` also exports LAKD_DIST_EXPORTS
+(its pid and the values), and another process that finds exactly those values ignores them
+(`inherited_exports`); a launcher that set its own values (torchrun started from a lakd process) differs.
 """
 
 from __future__ import annotations
@@ -139,16 +149,58 @@ def find_free_port() -> int:
         return s.getsockname()[1]
 
 
+EXPORTED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+EXPORTS_MARK = "LAKD_DIST_EXPORTS"  # "<pid of the exporting process> RANK=..,LOCAL_RANK=..,..."
+
+
+def _exports_signature(env: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={env.get(k, '')}" for k in EXPORTED)
+
+
+def inherited_exports(env: Mapping[str, str], pid: int | None = None) -> bool:
+    """Whether env's RANK/WORLD_SIZE/MASTER_* are what another process's `init_distributed` exported (and this
+    process inherited: a child, a job submitted from it), not what a launcher set for this process."""
+    mark = env.get(EXPORTS_MARK)
+    if not mark:
+        return False
+    owner, _, values = mark.partition(" ")
+    return owner != str(os.getpid() if pid is None else pid) and values == _exports_signature(env)
+
+
+def launcher_env(env: Mapping[str, str], pid: int | None = None) -> dict[str, str]:
+    """env without the variables another lakd process exported (see `inherited_exports`)."""
+    if not inherited_exports(env, pid):
+        return dict(env)
+    return {k: v for k, v in env.items() if k not in (*EXPORTED, "LAKD_LAUNCHER", EXPORTS_MARK)}
+
+
+def announced_rank(env: Mapping[str, str] | None = None, pid: int | None = None) -> int:
+    """The global rank the launcher gave this process (torchrun's RANK, srun's SLURM_PROCID), before any
+    process group exists; 0 for a single process and for a batch script. Inherited exports do not count."""
+    env = launcher_env(os.environ if env is None else env, pid)
+    launcher = detect_launcher(env)
+    if launcher == "torchrun":
+        return int(env["RANK"])
+    if launcher == "slurm":
+        return int(env["SLURM_PROCID"])
+    return 0
+
+
 def detect_launcher(env: Mapping[str, str]) -> str:
     if "RANK" in env and "WORLD_SIZE" in env:
         return "torchrun"
-    if "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
+    # only srun's tasks are ranks: a batch script has SLURM_PROCID=0 and SLURM_NTASKS too, but no step
+    if "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:
         return "slurm"
     return "single"
 
 
-def distributed_env(env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """(launcher, the RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT values to export) for an environment."""
+def distributed_env(env: Mapping[str, str], pid: int | None = None) -> tuple[str, dict[str, str]]:
+    """(launcher, the RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT values to export) for an environment.
+
+    Variables another process exported (`inherited_exports`; `pid` = this process, default os.getpid()) are
+    ignored."""
+    env = launcher_env(env, pid)
     launcher = detect_launcher(env)
     if launcher == "torchrun":
         out = {"RANK": env["RANK"], "WORLD_SIZE": env["WORLD_SIZE"], "LOCAL_RANK": env.get("LOCAL_RANK", "0")}
@@ -161,7 +213,7 @@ def distributed_env(env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
             raise RuntimeError("RANK/WORLD_SIZE are set for several processes but MASTER_PORT is not")
         return launcher, out
     if launcher == "slurm":
-        world = env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"]
+        world = env["SLURM_STEP_NUM_TASKS"]
         out = {"RANK": env["SLURM_PROCID"], "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "WORLD_SIZE": world}
         nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
         if "MASTER_ADDR" in env:
@@ -174,9 +226,10 @@ def distributed_env(env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
             raise RuntimeError("SLURM task without SLURM_JOB_NODELIST: cannot find the master host")
         if "MASTER_PORT" in env:
             out["MASTER_PORT"] = env["MASTER_PORT"]
-        elif "SLURM_JOB_ID" in env:
+        elif "SLURM_JOB_ID" in env and int(world) > 1:
             out["MASTER_PORT"] = str(slurm_master_port(env["SLURM_JOB_ID"]))
-        else:
+        else:  # one task: no other rank must agree on it, and the job's port would be the same for every
+            # one-task step of the job on this node (Ray Tune's trials under slurm/tune.sh; DeepSpeed binds it)
             out["MASTER_PORT"] = str(find_free_port())
         return launcher, out
     return launcher, {
@@ -217,11 +270,15 @@ def init_distributed(
     its own single-member group from the exported variables).
     """
     env = os.environ if environ is None else environ
+    if inherited_exports(env):  # another process's values (we are its child, or a job it submitted)
+        for k in (*EXPORTED, "LAKD_LAUNCHER", EXPORTS_MARK):
+            env.pop(k, None)
     launcher, values = distributed_env(env)
     launcher = env.get("LAKD_LAUNCHER", launcher)  # a repeated call sees our own exports: keep the first answer
     for k, v in values.items():
         env[k] = v
     env["LAKD_LAUNCHER"] = launcher
+    env[EXPORTS_MARK] = f"{os.getpid()} {_exports_signature(env)}"
     rank, local_rank, world = int(values["RANK"]), int(values["LOCAL_RANK"]), int(values["WORLD_SIZE"])
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":

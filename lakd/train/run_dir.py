@@ -43,12 +43,11 @@ RUN_FILES = ("best", "last", "summary.json", "metrics.jsonl", "done.json", "wand
 
 
 def env_is_main() -> bool:
-    """Rank 0 as the launcher announced it (torchrun's RANK, srun's SLURM_PROCID), before any process group."""
-    for var in ("RANK", "SLURM_PROCID"):
-        value = os.environ.get(var, "")
-        if value.isdigit():
-            return int(value) == 0
-    return True
+    """Rank 0 as the launcher announced it (torchrun's RANK, srun's SLURM_PROCID), before any process group;
+    RANK/WORLD_SIZE inherited from another lakd process do not count (lakd.train.distributed.announced_rank)."""
+    from lakd.train.distributed import announced_rank
+
+    return announced_rank() == 0
 
 
 def _now() -> str:
