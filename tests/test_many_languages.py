@@ -3,9 +3,7 @@ synthesized shards -> one teacher per language -> teacher-knowledge cache -> stu
 that names a language. Tiny models, 3 speakers × 8 utterances per language, one epoch each, the job graph run in
 this process (debug executor) to keep it near a minute; slow, so marked `slow`."""
 
-import ctypes.util
 import json
-import shutil
 
 import pytest
 from tiny_models import TINY_RUN
@@ -17,10 +15,6 @@ from lakd.data.synth import check_languages, load_sentences, open_engine
 from lakd.models.ser import SERModel
 
 LANGS = ["en", "fi", "fr", "de", "es", "it", "sv", "et"]
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("espeak-ng") or ctypes.util.find_library("espeak-ng")),
-    reason="espeak-ng is not installed (apt-get install espeak-ng)",
-)
 
 
 def test_tiny8_config_lists_eight_languages_each_with_its_own_sentences_and_voice():
