@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lakd import DEFAULT_LABELS, SAMPLE_RATE
+from lakd.bench import machine_facts
 from lakd.config import DataConfig
 from lakd.config.schema import AugmentConfig
 from lakd.data.index import directory_counts
@@ -149,7 +149,6 @@ def bench_data(
     finally:
         if tmp is not None:
             tmp.cleanup()
-    import torch
 
     report = {
         "benchmark": "data",
@@ -161,13 +160,7 @@ def bench_data(
         "shuffle_buffer": base.shuffle_buffer,
         "results": results,
         **({"augment": dataclasses.asdict(augment), "augment_ratio": _ratios(results)} if augment else {}),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-        },
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **machine_facts(),
     }
     table = Table(title=f"loader throughput ({report['spec']}, batch {batch_size}, {max_batches} batches)")
     for col in (

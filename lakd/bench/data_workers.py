@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from lakd.bench import machine_facts
 from lakd.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,7 +193,6 @@ def run(
             _git("worktree", "remove", "--force", str(tmp))
             tmp.parent.rmdir()
     rows, speedup, after_over_before = summarize(runs)
-    import torch
 
     report = {
         "benchmark": "data-workers",
@@ -210,13 +208,7 @@ def run(
         "speedup_vs_0_workers": speedup,
         "after_over_before": after_over_before,
         "load_average_at_start": [round(x, 2) for x in load],
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-        },
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **machine_facts(),
     }
     print_table(report["results"], speedup, after_over_before)
     if out is not None:

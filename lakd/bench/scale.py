@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from lakd.bench import machine_facts
 from lakd.bench.distill import _make_shards
 
 
@@ -217,6 +218,7 @@ def bench_scale(
         "teacher_steps": teacher_steps,
         "student_steps": steps,
         "rows": rows,
+        **machine_facts(),
     }
     table = Table(
         "languages",
