@@ -20,3 +20,14 @@ def machine_facts() -> dict:
         },
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def publish(table, results: dict, out_json, console) -> dict:
+    """Print a benchmark's table and write its results JSON atomically (when `out_json` is given)."""
+    console.print(table)
+    if out_json:
+        from lakd.io import atomic_write_json
+
+        atomic_write_json(out_json, results)
+        console.print(f"written to {out_json}")
+    return results

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lakd.bench import publish
+
 MB = 1 << 20
 
 
@@ -310,10 +312,4 @@ def bench_cache(
             f"{r['peak_growth_mb']:.0f} / {r['anon_growth_mb']:.0f} / {r['file_growth_mb']:.0f}",
             f"{r['lookup_ms_per_batch']:.3f}",
         )
-    console.print(table)
-    if out_json:
-        from lakd.io import atomic_write_json
-
-        atomic_write_json(out_json, results)
-        console.print(f"written to {out_json}")
-    return results
+    return publish(table, results, out_json, console)

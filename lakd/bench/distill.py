@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lakd.bench import publish
+
 
 def _make_shards(root: Path, n: int, seconds: float, languages: list[str], labels: list[str]) -> Path:
     from lakd.data.shards import ShardWriter
@@ -187,10 +189,4 @@ def bench_distill(
             f"{r['utterances_per_s']:.1f}",
             f"{r['ratio_vs_finetune']:.2f}",
         )
-    console.print(table)
-    if out_json:
-        from lakd.io import atomic_write_json
-
-        atomic_write_json(out_json, results)
-        console.print(f"written to {out_json}")
-    return results
+    return publish(table, results, out_json, console)

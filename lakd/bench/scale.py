@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from lakd.bench import machine_facts
+from lakd.bench import machine_facts, publish
 from lakd.bench.distill import _make_shards
 
 
@@ -246,10 +246,4 @@ def bench_scale(
             f"{r['student_peak_rss_mb']:.0f} ({r['student_rss_growth_mb']:.0f})",
             f"{r['eval_s']:.2f} s ({r['eval_s_vs_first']:.2f})",
         )
-    console.print(table)
-    if out_json:
-        from lakd.io import atomic_write_json
-
-        atomic_write_json(out_json, results)
-        console.print(f"written to {out_json}")
-    return results
+    return publish(table, results, out_json, console)
