@@ -189,3 +189,20 @@ def test_model_card_metadata(exports):
     teacher_card = ModelCard.load(os.path.join(out["teacher"][1]["path"], "README.md"))
     assert teacher_card.data.eval_results is None and "No evaluation report" in teacher_card.text
     assert "trust_remote_code" not in teacher_card.text
+
+
+def test_model_card_of_a_one_language_teacher_claims_only_that_language(tmp_path):
+    """An FT-Mono teacher's lakd.json lists the run's whole language table; its card's `language` tag and first
+    line must name the one language it was trained on, or the hub lists an English model under Finnish."""
+    from huggingface_hub import ModelCard
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="wav2vec2", backbone=TINY_BACKBONE, freeze_feature_encoder=False)
+    ckpt = SERModel(cfg, LABELS, LANGS).save_pretrained(
+        tmp_path / "teacher_fi" / "best", extra_meta={"kind": "ft-mono", "languages_trained": ["fi"]}
+    )
+    info = export_model(ckpt, tmp_path / "hf", fmt="hf")
+    card = ModelCard.load(os.path.join(info["path"], "README.md"))
+    assert card.data.language == ["fi"]
+    assert f"({', '.join(LABELS)}) for fi, exported" in card.text
+    assert json.loads((ckpt / "lakd.json").read_text())["languages"] == LANGS  # the checkpoint keeps its table

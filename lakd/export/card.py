@@ -82,6 +82,13 @@ def _yes(flag) -> str:
     return "yes" if flag else "no"
 
 
+def card_languages(meta: dict) -> list[str]:
+    """The languages a model was trained on, for the hub's `language` tag and the card's first line. A teacher's
+    lakd.json lists the run's whole language table (the order the student's language ids follow), but an FT-Mono
+    teacher learned one language (`languages_trained`); its card must not claim the others."""
+    return list(meta.get("meta", {}).get("languages_trained") or meta["languages"])
+
+
 def model_card(meta: dict, *, custom_code: bool, report_path: Path | None, license: str | None = None) -> str:
     """README.md text for an export of the lakd checkpoint described by `meta` (its lakd.json)."""
     from huggingface_hub import ModelCardData
@@ -91,8 +98,9 @@ def model_card(meta: dict, *, custom_code: bool, report_path: Path | None, licen
     kind = meta.get("meta", {}).get("kind", "")
     report = json.loads(report_path.read_text()) if report_path else None
     model = meta["model"]
+    languages = card_languages(meta)
     data = ModelCardData(
-        language=list(meta["languages"]),
+        language=languages,
         license=license,
         library_name="transformers",
         pipeline_tag="audio-classification",
@@ -127,7 +135,7 @@ def model_card(meta: dict, *, custom_code: bool, report_path: Path | None, licen
         "",
         f"# {data.model_name}",
         "",
-        f"Speech emotion recognition ({', '.join(meta['labels'])}) for {', '.join(meta['languages'])}, "
+        f"Speech emotion recognition ({', '.join(meta['labels'])}) for {', '.join(languages)}, "
         f"exported from a lakd checkpoint (lakd {meta.get('lakd_version', __version__)}, "
         f"run kind `{kind or 'unknown'}`).",
         "",
