@@ -10,6 +10,7 @@ protobuf (`wandb.proto.wandb_internal_pb2.Record`).
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +62,23 @@ def offline_runs(root: Path) -> dict[str, dict]:
     return by_type
 
 
+def finished_records(path: Path, timeout_s: float = 60.0) -> list:
+    """The records of an offline run once its `exit` record is on disk. wandb-core writes the transaction log from
+    its own process, so `run.finish()` can return before the file is complete: under load a reader right after it
+    found a file without even its `run` record (test failed 2 of 6 times at load 8, passed once the file was read
+    a few seconds later)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_wandb_file(path) if path.stat().st_size >= _FILE_HEADER.size else []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def offline_run(path: Path) -> dict:
     """The run record, history rows (nested media values as dicts), summary and artifacts of one offline run."""
     out = {"run": None, "history": [], "summary": {}, "artifacts": [], "dir": path.parent}
-    for rec in read_wandb_file(path):
+    for rec in finished_records(path):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out["run"] = rec.run
