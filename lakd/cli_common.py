@@ -94,7 +94,8 @@ def one_line_errors(command):
 
     * preempted (SIGTERM/SIGUSR1; the checkpoint is written): exit 75 (EXIT_PREEMPTED), "rerun to resume";
     * a config problem, including a config that changed since the run started: exit 2;
-    * a run directory in use by another run, a corrupted checkpoint, a full disk (naming the file): exit 1.
+    * a run directory in use by another run, a corrupted checkpoint, a full disk (naming the file), data lakd
+      cannot find (a shard its index.json lists, gone from the disk; lakd's messages name the file): exit 1.
     """
     import functools
 
@@ -120,6 +121,8 @@ def one_line_errors(command):
             from lakd.io import disk_full_error
 
             if disk_full_error(e, "") is None:
+                if isinstance(e, FileNotFoundError) and e.errno is None:
+                    fail(str(e))  # lakd's own (a shard index.json lists, gone from the disk): names it, says what to do
                 raise
             where = f": {e.filename}" if e.filename else ""
             fail(

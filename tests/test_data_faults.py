@@ -4,7 +4,11 @@ error naming the file, or a counted skip with a named reason, never a silent los
 import io
 import json
 import logging
+import os
+import shutil
 import struct
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -104,6 +108,29 @@ def test_inspect_fails_on_a_missing_shard(three_shards):
     assert res.exit_code == 1
     assert "FAILED missing" in res.output and "en-000001.tar: listed in index.json (2 samples) but not on disk" in (
         res.output
+    )
+
+
+def test_training_on_a_shard_missing_from_disk_fails_in_one_line_naming_it(tmp_path):
+    """A real `lakd train teacher` whose training shards lost one: one line naming it, exit 1 (it was this message
+    at the end of a 200-line traceback; every training command shares the CLI's `one_line_errors`)."""
+    from tiny_run import tiny_run
+
+    config = tiny_run(tmp_path)
+    train = tmp_path / "data" / "train"
+    shutil.rmtree(train)
+    with ShardWriter(train, "en", max_count=4) as w:
+        for i in range(8):
+            w.write(f"k{i}", _meta(emotion=LABELS[i % 4]), audio=_tone(), sample_rate=16_000)
+    (train / "en-000001.tar").unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
+    cmd = [sys.executable, "-m", "lakd.cli", "train", "teacher", "--language", "en", "-c", str(config)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert (
+        f"error: {train / 'en-000001.tar'}: listed in {train / 'index.json'} (4 samples) but not on disk; restore it"
+        in " ".join(r.stderr.split())
     )
 
 
