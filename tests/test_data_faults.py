@@ -148,12 +148,14 @@ def test_absurd_audio_is_skipped_as_out_of_range(tmp_path, caplog):
     train = build_loader(data, LABELS, LANGS, cfg=replace(CFG, epoch_samples=8), train=True)
     assert all(torch.isfinite(b["input_values"]).all() for b in train)
     assert train.skips.counts["out_of_range"] == 1
+    res = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["shards", "inspect", str(data), "--decode"])
+    assert res.exit_code == 1 and "loud: out_of_range: 3200 frames at 16000 Hz, peak 1e+30" in res.output
 
 
 def test_evaluation_never_scores_nan_and_counts_it_by_key(tmp_path, caplog):
     from lakd.config import ModelConfig
     from lakd.models.ser import SERModel
-    from lakd.recipes.evaluate import predict_shards
+    from lakd.recipes.evaluate import evaluate_model, predict_shards
 
     loud = _tone()
     loud[5] = -3e29
@@ -163,6 +165,8 @@ def test_evaluation_never_scores_nan_and_counts_it_by_key(tmp_path, caplog):
     pred = predict_shards(model, data, LABELS, LANGS, CFG, "cpu")
     assert len(pred["keys"]) == 4 and np.isfinite(pred["probs"]).all()
     assert pred["skipped"]["counts"] == {"out_of_range": 1}
+    evaluate_model(model, data, LABELS, LANGS, CFG, "cpu", tmp_path / "report", n_bootstrap=0)
+    assert "**1 sample(s) skipped and not scored** (out_of_range 1)" in (tmp_path / "report" / "report.md").read_text()
 
     with torch.no_grad():  # a model whose outputs are NaN: every sample is a counted skip, none is class 0
         model.head.bias.fill_(float("nan"))

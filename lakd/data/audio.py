@@ -95,6 +95,14 @@ def audio_problem(
     return None
 
 
+def describe_problem(problem: str, audio: np.ndarray | torch.Tensor, sample_rate: int) -> str:
+    """What a user needs to see of unusable audio: its length and rate, and the peak when the peak is the problem
+    (the loader's skip warnings and `lakd shards inspect --decode` say the same)."""
+    a = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    peak = f", peak {float(np.abs(a).max()):.3g}" if problem == "out_of_range" else ""
+    return f"{a.shape[0] if a.ndim else 0} frames at {sample_rate} Hz{peak}"
+
+
 _RESAMPLERS: dict[tuple[int, int], torchaudio.transforms.Resample] = {}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 
-from lakd.data.audio import AudioDecodeError, audio_problem, decode_audio
+from lakd.data.audio import AudioDecodeError, audio_problem, decode_audio, describe_problem
 from lakd.data.index import ShardIndex, listed_but_absent
 from lakd.data.shards import (
     INDEX_NAME,
@@ -48,7 +48,7 @@ def decode_problem(sample: Sample, where: str) -> tuple[float | None, str | None
     seconds = audio.shape[0] / sr
     problem = audio_problem(audio, sr, MIN_SECONDS)
     if problem:
-        return seconds, f"{problem}: {audio.shape[0]} frames at {sr} Hz"
+        return seconds, f"{problem}: {describe_problem(problem, audio, sr)}"
     claimed = sample.meta.get("duration")
     if claimed is not None and abs(float(claimed) - seconds) > max(DURATION_TOLERANCE_S, 0.02 * seconds):
         return seconds, f"duration_mismatch: JSON says {float(claimed):.3f} s, the audio is {seconds:.3f} s"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 import webdataset as wds
 
-from lakd.data.audio import AudioDecodeError, audio_problem, decode_audio, to_mono_16k
+from lakd.data.audio import AudioDecodeError, audio_problem, decode_audio, describe_problem, to_mono_16k
 from lakd.data.plan import ReadSpec
 from lakd.data.shards import SampleError, parse_sample
 from lakd.data.skips import MIN_SECONDS, SkipCounter
@@ -121,8 +121,7 @@ def decode_sample(
         return None
     problem = audio_problem(audio, sr, MIN_SECONDS)
     if problem:
-        peak = f", peak {float(abs(audio).max()):.3g}" if problem == "out_of_range" else ""
-        skips.add(problem, s.shard, s.key, f"{audio.shape[0]} frames at {sr} Hz{peak}")
+        skips.add(problem, s.shard, s.key, describe_problem(problem, audio, sr))
         return None
     wav = to_mono_16k(audio, sr)
     if max_samples is not None and wav.numel() > max_samples:

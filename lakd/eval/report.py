@@ -218,6 +218,10 @@ def to_markdown(report: Mapping, confusion_files: Mapping[str, Mapping[str, str]
         )
     )
     parts.append(f"Mean UA over languages: {_pct(report['metrics']['mean_ua'])}%.")
+    skipped = report.get("skipped") or {}
+    if skipped.get("total"):
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.get("counts", {}).items()))
+        parts.append(f"**{skipped['total']} sample(s) skipped and not scored** ({reasons}); metrics.json lists them.")
     parts += [
         "",
         format_table(summary_rows(report), title="UA / WA"),
