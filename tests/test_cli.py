@@ -90,8 +90,12 @@ def test_stage_watcher_prints_starts_progress_and_ends(tmp_path):
         (unit / "state.json").write_text(json.dumps({"state": "running", "job_id": "7"}))
         wait_for("teachers[en]: running")
         (run / "teachers" / "en").mkdir(parents=True)
-        (run / "teachers" / "en" / "metrics.jsonl").write_text(json.dumps({"step": 40, "train/loss": 1.25}) + "\n")
-        wait_for("step=40")
+        records = [
+            {"event": "start", "time": 1000.0, "total_steps": 100, "step": 0},
+            {"step": 40, "time": 1040.0, "train/loss": 1.25},  # 1 s a step: 60 steps left
+        ]
+        (run / "teachers" / "en" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        wait_for("teachers[en]: step 40/100 (40%) ETA 0:01:00 train/loss=1.25")
         (unit / "done.json").write_text(json.dumps({"output": None}))
     assert "teachers[en]: done" in out.getvalue()
     assert out.getvalue().count("teachers[en]: running") == 1

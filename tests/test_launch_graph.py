@@ -369,6 +369,26 @@ def test_last_metrics_keeps_the_latest_dev_values_and_skips_a_torn_line(tmp_path
     assert last_metrics(tmp_path / "missing.jsonl") is None
 
 
+def test_progress_gives_step_of_total_and_an_eta_from_the_latest_start(tmp_path):
+    from lakd.launch.status import format_metrics, last_metrics
+
+    def write(name, records):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+        return tmp_path / name
+
+    start = {"event": "start", "time": 0.0, "total_steps": 200, "step": 0}
+    steps = [{"step": s, "time": 2.0 * s, "train/loss": 1.0} for s in range(10, 101, 10)]  # 2 s a step
+    long_run = write("long.jsonl", [start] + steps)
+    m = last_metrics(long_run, tail_bytes=120)  # the start event is only in the file's first line
+    assert m["_progress"]["total_steps"] == 200 and m["_progress"]["seconds_per_step"] == pytest.approx(2.0)
+    assert format_metrics(m) == "step 100/200 (50%) ETA 0:03:20 train/loss=1"
+    # a resumed run: its own start event and rate count, not the killed run's
+    resumed = write(
+        "resumed.jsonl", [start] + steps + [dict(start, time=5000.0, step=100), {"step": 110, "time": 5010.0}]
+    )
+    assert format_metrics(last_metrics(resumed)) == "step 110/200 (55%) ETA 0:01:30"
+
+
 def test_status_of_a_run_that_was_never_launched(tmp_path):
     with pytest.raises(FileNotFoundError, match="no stages/ directory"):
         stage_status(tmp_path)

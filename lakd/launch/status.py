@@ -25,22 +25,28 @@ _PREFERRED = ("step", "epoch", "ua", "wa", "loss")
 
 def last_metrics(path: str | os.PathLike, tail_bytes: int = 65536) -> dict | None:
     """The last metrics record (not an event) of a metrics.jsonl, plus the latest `dev/...` values when that
-    record has none (training logs many train lines between dev evaluations). A torn last line is skipped."""
+    record has none (training logs many train lines between dev evaluations), and under `_progress` what a
+    watcher needs for step/total and an ETA. A torn last line is skipped."""
     try:
         with open(path, "rb") as f:
+            head = f.readline(4096)
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - tail_bytes))
             lines = f.read().decode("utf-8", "replace").splitlines()
     except FileNotFoundError:
         return None
-    last: dict | None = None
-    for line in reversed(lines):
+    records = []
+    for line in lines:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if not isinstance(rec, dict) or "event" in rec:
+        if isinstance(rec, dict):
+            records.append(rec)
+    last: dict | None = None
+    for rec in reversed(records):
+        if "event" in rec:
             continue
         if last is None:
             last = dict(rec)
@@ -49,15 +55,61 @@ def last_metrics(path: str | os.PathLike, tail_bytes: int = 65536) -> dict | Non
         elif any(k.startswith("dev/") for k in rec):
             last.update({k: v for k, v in rec.items() if k.startswith("dev/") and k not in last})
             break
+    if last is not None:
+        progress = _progress(records, head)
+        if progress:
+            last["_progress"] = progress
     return last
 
 
+def _progress(records: list[dict], head: bytes) -> dict | None:
+    """Total steps (from the latest `start` event, or the file's first line when the tail no longer holds it:
+    a resume checks that the total is unchanged) and the step rate of the timed records in the tail."""
+    starts = [r for r in records if r.get("event") == "start" and "total_steps" in r]
+    start = starts[-1] if starts else None
+    if start is None:
+        try:
+            first = json.loads(head.decode("utf-8", "replace"))
+            start = first if isinstance(first, dict) and first.get("event") == "start" else None
+        except json.JSONDecodeError:
+            start = None
+    if not start or not isinstance(start.get("total_steps"), int):
+        return None
+    since = start.get("time") if start in records else None
+    timed = [
+        r
+        for r in records
+        if "event" not in r
+        and isinstance(r.get("step"), int)
+        and isinstance(r.get("time"), (int, float))
+        and (since is None or r["time"] >= since)
+    ]
+    progress = {"total_steps": start["total_steps"]}
+    if starts and isinstance(start.get("step"), int) and isinstance(since, (int, float)):
+        timed = [{"step": start["step"], "time": since}] + timed
+    if len(timed) >= 2 and timed[-1]["step"] > timed[0]["step"]:
+        progress["seconds_per_step"] = (timed[-1]["time"] - timed[0]["time"]) / (timed[-1]["step"] - timed[0]["step"])
+    return progress
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, int(round(seconds)))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def format_metrics(rec: dict | None, limit: int = 5) -> str:
+    """`step 120/304 (39%) ETA 0:02:10` when the run's total is known, then the most telling metrics."""
     if not rec:
         return ""
     nums = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "time"}
+    progress, parts = rec.get("_progress") or {}, []
+    total, step = progress.get("total_steps"), nums.get("step")
+    if isinstance(total, int) and total > 0 and isinstance(step, int):
+        parts.append(f"step {step}/{total} ({100 * step // total}%)")
+        if progress.get("seconds_per_step") is not None and step < total:
+            parts.append(f"ETA {_clock((total - step) * progress['seconds_per_step'])}")
+        nums.pop("step")
     ranked = sorted(nums, key=lambda k: next((i for i, p in enumerate(_PREFERRED) if p in k.lower()), len(_PREFERRED)))
-    parts = []
     for k in ranked[:limit]:
         v = nums[k]
         parts.append(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4g}")
