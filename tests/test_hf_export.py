@@ -206,3 +206,24 @@ def test_model_card_of_a_one_language_teacher_claims_only_that_language(tmp_path
     assert card.data.language == ["fi"]
     assert f"({', '.join(LABELS)}) for fi, exported" in card.text
     assert json.loads((ckpt / "lakd.json").read_text())["languages"] == LANGS  # the checkpoint keeps its table
+    assert card.data.eval_results is None  # no report yet
+
+    # the pipeline's report of every FT-Mono teacher together (<run>/eval/ft-mono/test): the card takes fi's part
+    groups = {lang: {"n": 40, "ua": ua, "wa": ua + 0.05} for lang, ua in zip(LANGS, (0.5, 0.625, 0.75))}
+    combined = {
+        "title": "FT-Mono",
+        "n": 120,
+        "metrics": {"overall": {"n": 120, "ua": 0.6, "wa": 0.6}, "groups": groups},
+    }
+    (tmp_path / "eval" / "ft-mono" / "test").mkdir(parents=True)
+    (tmp_path / "eval" / "ft-mono" / "test" / "metrics.json").write_text(json.dumps(combined))
+    info = export_model(ckpt, tmp_path / "hf2", fmt="hf")
+    card = ModelCard.load(os.path.join(info["path"], "README.md"))
+    results = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results == {
+        (None, "recall"): 62.5,
+        (None, "accuracy"): 67.5,
+        ("fi", "recall"): 62.5,
+        ("fi", "accuracy"): 67.5,
+    }
+    assert "Test split of" in card.text and "40 utterances" in card.text

@@ -31,7 +31,31 @@ def find_report(checkpoint: Path, report: Path | None = None) -> Path | None:
     name = checkpoint.parent.name
     candidates = [checkpoint.parent / "eval" / REPORT_JSON]
     candidates += [p / "eval" / name / "test" / REPORT_JSON for p in list(checkpoint.parents)[:3]]
+    if _kind(checkpoint) == "ft-mono":  # the pipeline evaluates the per-language teachers together: <run>/eval/ft-mono
+        candidates += [p / "eval" / "ft-mono" / "test" / REPORT_JSON for p in list(checkpoint.parents)[:3]]
     return next((c for c in candidates if c.exists()), None)
+
+
+def _kind(checkpoint: Path) -> str:
+    try:
+        return json.loads((checkpoint / "lakd.json").read_text()).get("meta", {}).get("kind", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def report_for_languages(report: dict, languages: list[str]) -> dict | None:
+    """The part of a report about `languages`: a one-language teacher's card takes its own language's results out
+    of the report that evaluated every teacher together (the other languages were other models). None when the
+    report has no results for one of them."""
+    groups = report["metrics"].get("groups") or {}
+    if set(groups) <= set(languages):
+        return report
+    if any(lang not in groups for lang in languages):
+        return None
+    kept = {lang: groups[lang] for lang in languages}
+    overall = kept[languages[0]] if len(languages) == 1 else report["metrics"]["overall"]
+    n = sum(g.get("n", 0) for g in kept.values()) or report.get("n")
+    return {**report, "n": n, "metrics": {**report["metrics"], "overall": overall, "groups": kept}}
 
 
 def _eval_results(report: dict, dataset: str) -> list:
@@ -96,9 +120,9 @@ def model_card(meta: dict, *, custom_code: bool, report_path: Path | None, licen
     cfg = meta.get("meta", {}).get("config") or {}
     run_name = cfg.get("name") or "lakd"
     kind = meta.get("meta", {}).get("kind", "")
-    report = json.loads(report_path.read_text()) if report_path else None
     model = meta["model"]
     languages = card_languages(meta)
+    report = report_for_languages(json.loads(report_path.read_text()), languages) if report_path else None
     data = ModelCardData(
         language=languages,
         license=license,
