@@ -106,13 +106,15 @@ def test_array_dependency_cancel_and_sacct(tmp_path):
     sleeper = sbatch("-t", "5", "--wrap", "sleep 300", cwd=tmp_path)
     wait_until(lambda: job_states(sleeper) == ["RUNNING"], 60, "the sleeper to run")
     sh("scancel", sleeper)
-    for j in (arr, join, bad, never, sleeper):
-        wait_until(lambda j=j: finished(j), 90, f"job {j} to end")
+    # slurmdbd records each array task when it reaches it: until then sacct lists fewer tasks, all of them finished,
+    # so wait for every job's full final record rather than for "all listed states are final"
+    expected = {arr: ["COMPLETED"] * 3, join: ["COMPLETED"], bad: ["FAILED"], never: ["CANCELLED"]}
+    expected[sleeper] = ["CANCELLED"]
+    for j, states in expected.items():
+        wait_until(lambda j=j, n=len(states): finished(j) and len(job_states(j)) == n, 90, f"job {j} to end")
     assert (tmp_path / "join.out").read_text().split() == ["item=0", "item=1", "item=2"]
-    assert job_states(arr) == ["COMPLETED"] * 3 and job_states(join) == ["COMPLETED"]
-    assert job_states(bad) == ["FAILED"]
-    assert job_states(never) == ["CANCELLED"] and not (tmp_path / "never").exists()  # kill_invalid_depend
-    assert job_states(sleeper) == ["CANCELLED"]
+    assert {j: job_states(j) for j in expected} == expected
+    assert not (tmp_path / "never").exists()  # kill_invalid_depend
 
 
 def test_scontrol_requeue_restarts_a_batch_job(tmp_path):
