@@ -9,12 +9,12 @@ protobuf (`wandb.proto.wandb_internal_pb2.Record`).
 """
 
 import json
-import struct
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import wandb_records
 
 from lakd.config import load_config
 from lakd.data.shards import ShardWriter
@@ -22,36 +22,12 @@ from lakd.data.shards import ShardWriter
 LABELS = ["anger", "happiness", "neutral", "sadness"]
 LANGS = ["en", "fi", "fr"]
 
-_FILE_HEADER = struct.Struct("<4sHB")  # ":W&B", magic 0xBEE1, version
-_RECORD_HEADER = struct.Struct("<IHB")  # crc32c, length, kind: 1 full, 2 first, 3 middle, 4 last
-_BLOCK = 32768
+_FILE_HEADER_SIZE = 7  # ":W&B", magic 0xBEE1, version (tests/wandb_records.py reads the rest)
 
 
 def read_wandb_file(path: Path) -> list:
     """Every record of an offline run's `run-<id>.wandb` file, as wandb protobuf `Record`s."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    ident, magic, _ = _FILE_HEADER.unpack_from(data, 0)
-    assert ident == b":W&B" and magic == 0xBEE1, f"{path}: not a W&B transaction log"
-    records, pos, pending = [], _FILE_HEADER.size, b""
-    while pos + _RECORD_HEADER.size <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _RECORD_HEADER.size:  # block trailer padding
-            pos += left
-            continue
-        _, length, kind = _RECORD_HEADER.unpack_from(data, pos)
-        if kind == 0 and length == 0:  # zero padding to the end of the block
-            pos += left
-            continue
-        chunk = data[pos + _RECORD_HEADER.size : pos + _RECORD_HEADER.size + length]
-        pos += _RECORD_HEADER.size + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
+    return list(wandb_records.records(path))
 
 
 def offline_runs(root: Path) -> dict[str, dict]:
@@ -69,7 +45,7 @@ def finished_records(path: Path, timeout_s: float = 60.0) -> list:
     a few seconds later)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        records = read_wandb_file(path) if path.stat().st_size >= _FILE_HEADER.size else []
+        records = read_wandb_file(path) if path.stat().st_size >= _FILE_HEADER_SIZE else []
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
