@@ -4,7 +4,7 @@ language, per-class recall), confusion-matrix images, the per-class table, the c
 checkpoint as an artifact, and the training-metric interval from the config.
 
 wandb 0.31 has no Python reader for offline runs (its `sdk.internal.datastore` is gone; the Go core reads them),
-so `read_wandb_file` below parses the documented LevelDB-log framing and decodes each record with wandb's own
+so `tests/wandb_records.py` parses the documented LevelDB-log framing and decodes each record with wandb's own
 protobuf (`wandb.proto.wandb_internal_pb2.Record`).
 """
 
