@@ -392,10 +392,9 @@ def status_cmd(
     except FileNotFoundError as e:
         fail(str(e))
     print_status(rows, console)
-    from lakd.experiments.status import grid_status, is_experiment, print_grid
+    from lakd.experiments.status import print_grids
 
-    if is_experiment(where):  # an experiment's directory: its grid of variants × seeds too
-        print_grid(grid_status(where), console)
+    print_grids(where, console)  # an experiment's directory: each grid's variants × seeds too
 
 
 def main() -> None:  # pragma: no cover

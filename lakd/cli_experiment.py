@@ -60,24 +60,26 @@ def _run(cfg, grid: str, seeds: list[int], run_dir, executor, max_parallel, vari
         else:
             result = run_plan(plan, executor=executor, wait=False)
     except LaunchError as e:
-        print_grid(grid_status(plan.run_dir), console)
+        print_grid(grid_status(plan.run_dir, plan.grid.name), console)
         fail(f"{e}\n(fix it and run the same command again: finished units are kept)")
     except (ConfigError, ValueError) as e:
         fail(str(e), code=2)
     if not wait:
         console.print(f"submitted; follow it with: lakd status {plan.run_dir}")
         return
-    print_summary(result["run_dir"])
+    if result["report"]:
+        print_summary(result["report"]["json"])
 
 
-def print_summary(run_dir: str | Path) -> None:
-    """UA mean ± sd per variant and the paired difference against the baseline, from report.json."""
+def print_summary(report_json: str | Path) -> None:
+    """UA mean ± sd per variant and the paired difference against the baseline, from a grid's report.json."""
+    import json
+
     from rich.table import Table
 
-    from lakd.experiments import read_report
     from lakd.experiments.markdown import _diff, _ms
 
-    report = read_report(run_dir)
+    report = json.loads(Path(report_json).read_text())
     label = {v["name"]: v["label"] for v in report["variants"]}
     base = label.get(report["baseline"], report["baseline"])
     table = Table("variant", *[f"{g} UA" for g in report["languages"]], "overall UA", f"Δ UA vs {base} (pp)")
@@ -93,7 +95,8 @@ def print_summary(run_dir: str | Path) -> None:
     console.print(table)
     if report["missing"]:
         console.print(f"missing runs: {', '.join(report['missing'])}")
-    console.print(f"test split, %, mean ± sd over seeds; * = significant (Holm). {Path(run_dir) / 'report.md'}")
+    where = Path(report_json).parent / "report.md"
+    console.print(f"test split, %, mean ± sd over seeds; * = significant (Holm). {where}")
 
 
 def _statistics(bootstrap: int, permutations: int):
@@ -140,19 +143,26 @@ def paper_table_cmd(
 @experiment_app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="The experiment's directory."),
+    grid: str | None = typer.Option(None, "--grid", "-g", help="Which grid run there (needed when several were)."),
+    baseline: str | None = typer.Option(
+        None, help="Pair the runs against this variant instead (written to grids/<grid>/vs-<variant>/)."
+    ),
     wandb: bool = typer.Option(False, help="Also log the W&B summary run (with the experiment's wandb settings)."),
 ) -> None:
-    """Rebuild report.md / report.json / figures from the evaluations that finished (missing runs are listed)."""
+    """Rebuild a grid's report.md / report.json / figures from the evaluations that finished (missing runs are
+    listed), or pair them against another baseline without rerunning anything."""
     from lakd.experiments import build_experiment_report
 
     wandb_cfg = None
     if wandb:
         wandb_cfg = load_cfg(str(run_dir / "config.yaml"), None).wandb
     try:
-        build_experiment_report(run_dir, wandb_cfg=wandb_cfg)
+        out = build_experiment_report(run_dir, grid, baseline=baseline, wandb_cfg=wandb_cfg)
     except FileNotFoundError as e:
         fail(str(e))
-    print_summary(run_dir)
+    except ValueError as e:
+        fail(str(e), code=2)
+    print_summary(out["json"])
 
 
 @experiment_app.command("grids")

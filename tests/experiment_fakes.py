@@ -10,13 +10,24 @@ from pathlib import Path
 
 import numpy as np
 
-from lakd.experiments.plan import experiment_dir_of
+from lakd.config import Config
+from lakd.experiments.plan import Statistics, experiment_dir_of
 
 LANGS = ["en", "fi"]
 LABELS = ["anger", "happiness", "neutral", "sadness"]
 N_PER_LANGUAGE = 48
 SPEAKERS_PER_LANGUAGE = 6
 ACCURACY = {"ft-multi": 0.55, "la-mtkd": 0.75, "mtkd-multi": 0.57, "ft-mono": 0.6}
+FAST = Statistics(n_bootstrap=200, n_permutations=400)
+
+
+def small_cfg(**changes) -> Config:
+    """A config the stand-in jobs accept: two languages, data paths that are never read."""
+    cfg = Config(name="t", languages=list(LANGS), labels=list(LABELS))
+    cfg.data.train = cfg.data.dev = cfg.data.test = "/nonexistent"
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    return cfg
 
 
 def note(experiment_dir: str, line: str) -> None:
@@ -82,12 +93,12 @@ def fake_evaluate(cfg, inputs, *, models, n_bootstrap):
     return compact(report)
 
 
-def fake_report(cfg, inputs, *, baseline):
+def fake_report(cfg, inputs, *, baseline, grid):
     from lakd.experiments.report import build_experiment_report
 
     experiment_dir = experiment_dir_of(cfg)
     note(experiment_dir, "report")
-    return build_experiment_report(experiment_dir)
+    return build_experiment_report(experiment_dir, grid)
 
 
 RECIPES = {

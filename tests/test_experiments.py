@@ -9,30 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from experiment_fakes import LABELS, LANGS, RECIPES, calls, read
+from experiment_fakes import FAST, LABELS, LANGS, RECIPES, calls, read, small_cfg
 from typer.testing import CliRunner
 
 from lakd.cli import app
-from lakd.config import Config, ConfigError
+from lakd.config import ConfigError
 from lakd.eval.paired import paired_comparison
-from lakd.experiments import Statistics, load_grid, read_report, run_experiment
+from lakd.experiments import load_grid, read_report, run_experiment
 from lakd.experiments.grids import GRIDS_DIR, grid_from_dict
 from lakd.experiments.plan import plan_experiment
 from lakd.experiments.stats import holm, mean_sd, read_predictions
 from lakd.experiments.status import grid_status
 from lakd.launch import UnitStage, stage_status
 from lakd.recipes.paper_table import PUBLISHED_KD, PUBLISHED_MTKD
-
-FAST = Statistics(n_bootstrap=200, n_permutations=400)
-
-
-def small_cfg(**changes) -> Config:
-    cfg = Config(name="t", languages=list(LANGS), labels=list(LABELS))
-    cfg.data.train = cfg.data.dev = cfg.data.test = "/nonexistent"
-    for k, v in changes.items():
-        setattr(cfg, k, v)
-    return cfg
-
 
 # ------------------------------------------------------------------------------------------------ grids
 
@@ -164,7 +153,10 @@ def test_report_statistics_match_lakd_eval_paired(fake_experiment):
     assert report["summary"]["la-mtkd"]["overall"]["ua"]["sd"] == pytest.approx(np.std(per_seed, ddof=1))
     # the paired comparison is lakd.eval.paired on [seeds, utterances] of the predictions on disk
     preds = {
-        v: [read_predictions(run / report["runs"][v][s]["report_dir"] / "predictions.csv", LABELS) for s in "01"]
+        v: [
+            read_predictions(run / "grids/paper" / report["runs"][v][s]["report_dir"] / "predictions.csv", LABELS)
+            for s in "01"
+        ]
         for v in ("ft-multi", "la-mtkd")
     }
     keys = sorted(k for k in preds["ft-multi"][0] if preds["ft-multi"][0][k][2] == "fi")
@@ -181,10 +173,10 @@ def test_report_statistics_match_lakd_eval_paired(fake_experiment):
     overall = report["comparisons"]["la-mtkd"]["overall"]
     assert overall["diff"] > 0.1 and overall["significant"] and overall["p_holm"] >= overall["p_value"]
     assert not report["comparisons"]["mtkd-multi"]["overall"]["significant"]
-    md = (run / "report.md").read_text()
+    md = (run / "grids" / "paper" / "report.md").read_text()
     assert "| LA-MTKD |" in md and "Holm-adjusted" in md and "6 teacher trainings" in md
     for name in ("ua_per_language", "per_class_recall", "confusion"):
-        assert (run / report["figures"][name]).read_bytes()[:4] == b"\x89PNG"
+        assert (run / "grids" / "paper" / report["figures"][name]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_relaunch_skips_and_a_changed_variant_reruns_only_what_reads_it(fake_experiment, tmp_path):
@@ -194,6 +186,7 @@ def test_relaunch_skips_and_a_changed_variant_reruns_only_what_reads_it(fake_exp
     assert again["jobs"] == {} and len(calls(run)) == before
     changed = grid_from_dict(
         {
+            "name": "paper",
             "baseline": "ft-multi",
             "variants": [
                 {"from": "ft-multi"},
@@ -213,10 +206,10 @@ def test_relaunch_skips_and_a_changed_variant_reruns_only_what_reads_it(fake_exp
             "report",
         ]  # fmt: skip
     )
-    assert sorted(out["changed"]) == ["evaluate[la-mtkd.s0]", "evaluate[la-mtkd.s1]", "report",
+    assert sorted(out["changed"]) == ["evaluate[la-mtkd.s0]", "evaluate[la-mtkd.s1]", "report[paper]",
                                       "student[la-mtkd.s0]", "student[la-mtkd.s1]"]  # fmt: skip
     # the grid in `lakd status`
-    status = grid_status(run)
+    status = grid_status(run, "paper")
     assert [r["variant"] for r in status["rows"]] == ["ft-multi", "mtkd-multi", "la-mtkd"]
     assert all(c["state"] == "done" and 0 <= c["ua"] <= 1 for r in status["rows"] for c in r["cells"].values())
     res = CliRunner().invoke(app, ["status", str(run)])
@@ -235,7 +228,7 @@ def test_report_lists_a_missing_run_and_status_shows_the_failure(tmp_path):
 
     with pytest.raises(LaunchError, match=r"student\[la-mtkd.s0\] failed .*student diverged"):
         run_experiment(small_cfg(), grid, [0], run, executor="debug", recipes={**RECIPES, "student": failing_student})
-    cells = {r["variant"]: r["cells"]["0"] for r in grid_status(run)["rows"]}
+    cells = {r["variant"]: r["cells"]["0"] for r in grid_status(run, "paper")["rows"]}
     assert cells["ft-multi"]["state"] == "done" and cells["la-mtkd"]["state"] == "failed"
     assert cells["la-mtkd"]["stage"] == "student[la-mtkd.s0]"
     res = CliRunner().invoke(app, ["experiment", "report", str(run)])  # a partial report of what finished
@@ -291,7 +284,7 @@ def _check_tiny_grid(run: Path) -> dict:
     report = read_report(run)
     assert report["missing"] == [] and set(report["summary"]) == {"mtkd-multi", "la-mtkd"}
     assert report["teacher_trainings"] == {"trained": 4, "without_sharing": 8}  # 2 languages × 2 seeds, shared
-    plan = read(run / "experiment.json")
+    plan = read(run / "grids" / "paper" / "experiment.json")
     teacher_dirs = {}
     for item, unit in plan["units"]["teachers"].items():
         done = read(run / "stages" / "teachers" / item / "done.json")

@@ -97,7 +97,7 @@ def test_paper_table_is_the_paper_grid_with_one_seed(tmp_path):
     args = ["experiment", "paper-table", "--run-dir", str(run_dir), "--executor", "debug"]
     res = CliRunner().invoke(app, [*args, *_set([*TINY_RUN, "languages=[en, fi]"])])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    report = json.loads((run_dir / "report.json").read_text())
+    report = json.loads((run_dir / "grids" / "paper" / "report.json").read_text())
     names = ["ft-mono", "ft-multi", "kd-mono", "kd-multi", "mtkd-mono", "mtkd-multi", "la-mtkd"]
     assert [v["name"] for v in report["variants"]] == names and set(report["summary"]) == set(names)
     assert report["seeds"] == [0] and report["baseline"] == "ft-multi"
@@ -105,7 +105,7 @@ def test_paper_table_is_the_paper_grid_with_one_seed(tmp_path):
         assert set(report["runs"][name]["0"]["groups"]) == {"en", "fi"}, name
         assert report["runs"][name]["0"]["overall"]["n"] == 2 * 8, name  # Mono runs: each model on its language
     assert set(report["comparisons"]) == set(names) - {"ft-multi"}
-    md = (run_dir / "report.md").read_text()
+    md = (run_dir / "grids" / "paper" / "report.md").read_text()
     for label in ("FT-Mono", "FT-Multi", "KD-Mono", "KD-Multi", "MTKD-Mono", "MTKD-Multi", "LA-MTKD"):
         assert f"| {label} |" in md
 

@@ -54,6 +54,17 @@ def test_array_items_from_either_command(bin_dir):
     }
 
 
+def test_an_array_task_sacct_has_not_reached_is_taken_from_squeue(bin_dir):
+    """slurmdbd records an array's tasks as they start: sacct names task 0 (done) but not tasks 1 and 2 that
+    squeue shows running and pending; without squeue they would look gone and a relaunch would submit them again."""
+    _command(bin_dir, "sacct", "501_0|COMPLETED")
+    _command(bin_dir, "squeue", "501_1|RUNNING\n501_[2]|PENDING\n501_0|RUNNING")
+    states = slurm_job_states(["501_0", "501_1", "501_2"])
+    assert states == {"501_0": "COMPLETED", "501_1": "RUNNING", "501_2": "PENDING"}  # sacct wins on 501_0
+    _command(bin_dir, "squeue", "")  # the tasks really are gone: nothing is invented
+    assert slurm_job_states(["501_0", "501_1"]) == {"501_0": "COMPLETED"}
+
+
 def test_accounting_off_falls_back_to_squeue(bin_dir):
     _command(bin_dir, "sacct", None)
     _command(bin_dir, "squeue", "301|PENDING")

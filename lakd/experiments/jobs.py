@@ -117,10 +117,10 @@ def evaluate_run(
     return compact(report)
 
 
-def write_report(cfg: Config, inputs: dict, *, baseline: str) -> dict:
-    """The experiment's report (report.md, report.json, figures, the W&B summary run); `baseline` is in the
-    plan (experiment.json) too, and here so that a changed baseline reruns the report."""
+def write_report(cfg: Config, inputs: dict, *, baseline: str, grid: str) -> dict:
+    """The grid's report (grids/<grid>/: report.md, report.json, figures, the W&B summary run); `baseline` is
+    in the plan (experiment.json) too, and here so that a changed baseline reruns the report."""
     from lakd.experiments.report import build_experiment_report
 
     with experiment_wandb_dir(cfg):
-        return build_experiment_report(experiment_dir_of(cfg), wandb_cfg=cfg.wandb)
+        return build_experiment_report(experiment_dir_of(cfg), grid, wandb_cfg=cfg.wandb)

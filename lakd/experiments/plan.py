@@ -4,7 +4,7 @@
     cache[s<seed>]             one per seed: the knowledge of every teacher that some distill variant reads
     student[<variant>.s<seed>] (Mono variants: student[<variant>.<lang>.s<seed>], one per language)
     evaluate[<variant>.s<seed>] the test report of one run (Mono runs: each model on its own language, merged)
-    report                     report.md, report.json and figures of the whole experiment
+    report[<grid>]             report.md, report.json and figures of the grid, in grids/<grid>/
 
 A variant whose overrides change what the teachers learn (teacher, teacher_optim, data, labels, languages)
 gets its own teachers and cache (items suffixed with a short hash); the others share them.
@@ -12,9 +12,12 @@ gets its own teachers and cache (items suffixed with a short hash); the others s
 Every unit has a *key*: a hash of what it computes (`lakd.config.diff.result_settings` of its stage, less the
 settings at their schema defaults so that a lakd upgrade adding a setting changes no key, and the keys of the
 units it reads). Its outputs go to `work/<stage>/<item>-<key>/`, and experiment.json records the keys:
-a relaunch whose unit has another key forgets that unit's markers, so a changed variant reruns only itself
-and what reads it, into a fresh directory (the old one stays on disk). Jobs find the experiment directory from
-their own (`experiment_dir_of`), so a moved experiment directory changes no key.
+so does each unit's marker directory (`key.json`). A relaunch whose unit has another key sets that unit's markers
+aside under `keys/<old key>/` (and takes back those of the new key if it ran before), so a changed variant
+reruns only itself and what reads it, into a fresh directory (the old one stays on disk), and several grids
+run into one directory share every unit they have in common without undoing each other's. Each grid keeps its
+plan and report in `grids/<grid>/` (`grid_dir`). Jobs find the experiment directory from their own
+(`experiment_dir_of`), so a moved experiment directory changes no key.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,8 @@ from typing import Any
 from lakd.config import Config, ConfigError, validate
 from lakd.config.diff import RESULT_SECTIONS, non_default_settings, result_settings
 from lakd.experiments.grids import Grid, Variant
+from lakd.experiments.layout import EXPERIMENT_JSON, grid_dir
+from lakd.io import atomic_write_json
 from lakd.launch.graph import Stage, data_present, stage_resources
 from lakd.launch.unit_graph import UnitSpec, UnitStage
 from lakd.launch.units import LaunchError, read_json, unit_dir
@@ -37,7 +43,7 @@ from lakd.launch.units import LaunchError, read_json, unit_dir
 log = logging.getLogger("lakd.experiments")
 
 MULTI = "multi"  # the FT-Multi teacher's name (as lakd.recipes.common.MULTI)
-EXPERIMENT_JSON = "experiment.json"
+KEY_JSON = "key.json"  # in each unit's marker directory: the key its done.json / state.json belong to
 TEACHER_SECTIONS = RESULT_SECTIONS["teachers"]  # what a teacher's result depends on: shared when equal
 JOBS = {
     "shards": "lakd.recipes.prepare:run",
@@ -74,6 +80,11 @@ class Plan:
     run_units: dict[str, dict[str, list]]  # variant -> seed -> [[stage, item], ...] every unit the run needs
     statistics: Statistics = field(default_factory=Statistics)
     teacher_trainings: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        """Where this grid's experiment.json and report live."""
+        return grid_dir(self.run_dir, self.grid.name)
 
     def record(self) -> dict:
         """experiment.json: what the report and `lakd status` read."""
@@ -216,7 +227,8 @@ class _Builder:
                 units + [["student", s] for s in students] + [["evaluate", item]]
             )
         evaluations = tuple(self.specs["evaluate"])
-        self._add("report", None, self.cfg, {"evaluate": evaluations}, {"baseline": self.grid.baseline}, [])
+        params = {"baseline": self.grid.baseline, "grid": self.grid.name}
+        self._add("report", self.grid.name, self.cfg, {"evaluate": evaluations}, params, [])
         return self._stages(), runs, run_units, self.units
 
     def _run(
@@ -297,24 +309,38 @@ def plan_experiment(
 
 
 def forget_changed_units(plan: Plan) -> list[str]:
-    """Reset the markers (done.json, state.json) of every unit whose key differs from the last launch's (or is
-    unrecorded), so that it runs again as a new unit; returns their labels. Outputs are never deleted: a new key
-    is a new work directory, and the old one stays."""
-    previous = (read_json(plan.run_dir / EXPERIMENT_JSON) or {}).get("units", {})
-    stale = [
-        (stage, item)
-        for stage, units in plan.units.items()
-        for item, unit in units.items()
-        if previous.get(stage, {}).get(item, {}).get("key") != unit["key"]
-    ]
-    _refuse_live_jobs(plan.run_dir, stale)
+    """Set aside the markers (done.json, state.json) of every unit whose key differs from the one they belong to,
+    so that it runs again as a new unit, and take back the markers of the new key when that unit ran before (under
+    another grid, or before a change that was undone); returns the labels of the units that will run again.
+    Outputs are never deleted: a new key is a new work directory, and the old one stays."""
+    legacy = (read_json(plan.run_dir / EXPERIMENT_JSON) or {}).get("units", {})  # lakd <= 0.4: one plan per dir
+    stale = []
+    for stage, units in plan.units.items():
+        for item, unit in units.items():
+            udir = unit_dir(plan.run_dir, stage, item or None)
+            recorded = (read_json(udir / KEY_JSON) or {}).get("key") or legacy.get(stage, {}).get(item, {}).get("key")
+            if recorded != unit["key"]:
+                stale.append((stage, item, recorded))
+    _refuse_live_jobs(plan.run_dir, [(stage, item) for stage, item, _ in stale])
     changed = []
-    for stage, item in stale:
+    for stage, item, recorded in stale:
         udir = unit_dir(plan.run_dir, stage, item or None)
-        if (udir / "done.json").exists():
-            changed.append(stage + (f"[{item}]" if item else ""))
+        key = plan.units[stage][item]["key"]
+        was_done = (udir / "done.json").exists()
         for marker in ("done.json", "state.json"):
+            if recorded and (udir / marker).exists():
+                (udir / "keys" / recorded).mkdir(parents=True, exist_ok=True)
+                os.replace(udir / marker, udir / "keys" / recorded / marker)
             (udir / marker).unlink(missing_ok=True)
+            if stage != "report" and (udir / "keys" / key / marker).exists():  # a report is the grid's: rewritten
+                os.replace(udir / "keys" / key / marker, udir / marker)
+        udir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(udir / KEY_JSON, {"key": key})
+        label = stage + (f"[{item}]" if item else "")
+        if (udir / "done.json").exists():
+            log.info("%s: taken back as done (it ran before with these settings)", label)
+        elif was_done:
+            changed.append(label)
     if changed:
         log.info("changed since the last launch, to run again: %s", ", ".join(changed))
     return changed

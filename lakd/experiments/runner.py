@@ -41,15 +41,16 @@ def prepare_experiment(
     recipes: dict | None = None,
     statistics: Statistics | None = None,
 ) -> tuple[Plan, list[str]]:
-    """Plan the experiment, forget the done markers of changed units and write experiment.json; nothing runs.
+    """Plan the experiment, set aside the markers of changed units and write grids/<grid>/experiment.json;
+    nothing runs.
     Returns the plan and the units that changed since the last launch."""
     g = load_grid(grid).select(variants, baseline)
     plan = plan_experiment(
         cfg, g, seeds, run_dir or default_run_dir(cfg, g), name=name, recipes=recipes, statistics=statistics
     )
     changed = forget_changed_units(plan)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(plan.run_dir / EXPERIMENT_JSON, plan.record())
+    plan.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(plan.dir / EXPERIMENT_JSON, plan.record())
     return plan, changed
 
 
@@ -72,7 +73,7 @@ def run_experiment(
     """Run (or resume) an experiment; finished units are skipped, changed ones rerun (lakd.experiments.plan).
 
     Returns {"run_dir", "name", "grid", "executor", "jobs", "changed", "teacher_trainings", "report"} where
-    "report" is the report unit's output (paths of report.md / report.json / figures) once it ran.
+    "report" is the report unit's output (paths of grids/<grid>/report.md, report.json, figures) once it ran.
     A failed unit raises LaunchError after everything that does not need it has run.
     """
     plan, changed = prepare_experiment(
@@ -117,5 +118,5 @@ def run_plan(
         "jobs": summary["jobs"],
         "changed": list(changed or []),
         "teacher_trainings": plan.teacher_trainings,
-        "report": (read_done(unit_dir(plan.run_dir, "report")) or {}).get("output"),
+        "report": (read_done(unit_dir(plan.run_dir, "report", plan.grid.name)) or {}).get("output"),
     }

@@ -1,8 +1,9 @@
 """The grid view of `lakd status` for an experiment directory: one row per variant, one column per seed.
 
 A cell is where that run stands: the state of its furthest unit (teachers → student → evaluate), and the test
-UA once its evaluation is done. Read from experiment.json and the same unit markers as the unit table, so it
-costs no import of torch and works while the jobs run.
+UA once its evaluation is done; one grid view per grid run in the directory (grids/<grid>/experiment.json).
+Read from experiment.json and the same unit markers as the unit table, so it costs no import of torch and works
+while the jobs run.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lakd.experiments.layout import EXPERIMENT_JSON, grid_dir, grids_in
 from lakd.launch.units import read_done, read_json, unit_dir
-
-EXPERIMENT_JSON = "experiment.json"  # as lakd.experiments.plan (not imported: it pulls in the config layer)
 
 
 def is_experiment(run_dir: str | os.PathLike) -> bool:
-    return (Path(run_dir) / EXPERIMENT_JSON).exists()
+    return bool(grids_in(run_dir))
 
 
 def _state(run_dir: Path, stage: str, item: str | None) -> str:
@@ -40,10 +40,10 @@ def _run_cell(run_dir: Path, item: str, units: list) -> dict[str, Any]:
     return {"state": "pending" if state == "not started" else state, "ua": None, "stage": "evaluate"}
 
 
-def grid_status(run_dir: str | os.PathLike) -> dict:
+def grid_status(run_dir: str | os.PathLike, grid: str) -> dict:
     """{"name", "grid", "seeds", "rows": [{"variant", "label", "cells": {seed: cell}}], "report": path|None}."""
     run_dir = Path(run_dir)
-    plan = read_json(run_dir / EXPERIMENT_JSON) or {}
+    plan = read_json(grid_dir(run_dir, grid) / EXPERIMENT_JSON) or {}
     labels = {v["name"]: v["label"] for v in plan.get("variants", [])}
     rows = []
     for variant in labels:  # the grid's order (experiment.json's mappings are written with sorted keys)
@@ -51,7 +51,7 @@ def grid_status(run_dir: str | os.PathLike) -> dict:
         run_units = plan.get("run_units", {}).get(variant, {})
         cells = {seed: _run_cell(run_dir, item, run_units.get(seed, [])) for seed, item in by_seed.items()}
         rows.append({"variant": variant, "label": labels.get(variant, variant), "cells": cells})
-    report = run_dir / "report.md"
+    report = grid_dir(run_dir, grid) / "report.md"
     return {
         "name": plan.get("name"),
         "grid": plan.get("grid"),
@@ -89,3 +89,9 @@ def print_grid(status: dict, console: Any = None) -> None:
     console.print(table)
     if status["report"]:
         console.print(f"report: {status['report']}")
+
+
+def print_grids(run_dir: str | os.PathLike, console: Any = None, grid: str | None = None) -> None:
+    """The grid view of each grid run in the directory (or of `grid` only)."""
+    for name in [grid] if grid else grids_in(run_dir):
+        print_grid(grid_status(run_dir, name), console)

@@ -70,9 +70,10 @@ def _run(cmd: list[str], timeout_s: float) -> str | None:
 def slurm_job_states(job_ids: Iterable[str], timeout_s: float = 20) -> dict[str, str] | None:
     """{job id: SLURM state} from sacct, completed by squeue; None when neither answers.
 
-    sacct learns of a job from slurmdbd a moment after sbatch returns, so a job submitted just now can be missing
-    from its answer while squeue already shows it PENDING. Asking squeue for the jobs sacct does not know keeps
-    a just-submitted job from looking gone (which would let a relaunch submit it twice).
+    sacct learns of a job from slurmdbd a moment after sbatch returns, and of an array's tasks one by one as they
+    start, so a job submitted just now, or an array task it has not reached, can be missing from its answer while
+    squeue already shows it PENDING or RUNNING. Asking squeue for every job sacct does not name keeps such a job
+    from looking gone (which would let a relaunch submit it twice); where both answer, sacct wins.
     """
     ids = sorted({str(j) for j in job_ids if j})
     if not ids:
@@ -84,13 +85,16 @@ def slurm_job_states(job_ids: Iterable[str], timeout_s: float = 20) -> dict[str,
     if out is not None:
         answered = True
         states = _parse_pairs(out)
-    known = {base_job_id(j) for j in states}
-    if any(b not in known for b in bases):
+    if any(not _named(j, states) for j in ids):
         out = _run(["squeue", "-h", "-o", "%i|%T"], timeout_s)
         if out is not None:
             answered = True
-            queued = _parse_pairs(out)
-            for j, state in queued.items():
-                if base_job_id(j) in bases and base_job_id(j) not in known:
+            for j, state in _parse_pairs(out).items():
+                if base_job_id(j) in bases and j not in states:
                     states[j] = state
     return states if answered or states else None
+
+
+def _named(job_id: str, states: dict[str, str]) -> bool:
+    """Whether an answer names this job: itself, or for a whole array (its base id) any of its tasks."""
+    return job_id in states or ("_" not in job_id and any(base_job_id(k) == job_id for k in states))

@@ -1,0 +1,78 @@
+"""Several grids run into one experiment directory (stand-in jobs, the real plan, graph and report): each keeps
+its own plan and report under grids/<grid>/, they share the units they have in common, and going back to a grid,
+or undoing a change, takes back the units that already ran instead of running them again."""
+
+from __future__ import annotations
+
+import pytest
+from experiment_fakes import FAST, RECIPES, calls, small_cfg
+from typer.testing import CliRunner
+
+from lakd.cli import app
+from lakd.experiments import load_grid, read_report, run_experiment
+from lakd.experiments.grids import grid_from_dict
+
+
+def _run(run, grid):
+    return run_experiment(small_cfg(), grid, [0], run, executor="debug", recipes=RECIPES, statistics=FAST)
+
+
+@pytest.fixture
+def two_grids(tmp_path):
+    run = tmp_path / "exp"
+    paper = load_grid("paper").select(["ft-multi", "la-mtkd"])
+    temps = grid_from_dict(
+        {
+            "name": "temps",
+            "baseline": "la-mtkd",
+            "variants": [{"from": "la-mtkd"}, {"name": "la-t2", "from": "la-mtkd", "set": {"distill.temperature": 2}}],
+        }
+    )
+    first = _run(run, paper)
+    n_paper = len(calls(run))
+    second = _run(run, temps)
+    return run, paper, temps, first, second, n_paper
+
+
+def test_two_grids_in_one_directory_keep_their_own_reports_and_share_units(two_grids):
+    run, paper, temps, first, second, n_paper = two_grids
+    new = calls(run)[n_paper:]
+    # the second grid reuses la-mtkd (teachers, cache, student, evaluation): only its own variant and report run
+    assert sorted(new) == sorted(["student la-t2.s0 kd=0.25 teachers=en,fi", "evaluate la-t2 seed 0", "report"])
+    assert read_report(run, "paper")["baseline"] == "ft-multi" and read_report(run, "temps")["baseline"] == "la-mtkd"
+    assert set(read_report(run, "paper")["summary"]) == {"ft-multi", "la-mtkd"}
+    assert first["report"]["markdown"] == str(run / "grids" / "paper" / "report.md")
+    # back to the first grid: nothing runs, and its report is the one it wrote
+    before = len(calls(run))
+    again = _run(run, paper)
+    assert again["jobs"] == {} and again["changed"] == [] and len(calls(run)) == before
+    res = CliRunner().invoke(app, ["status", str(run)])
+    assert res.exit_code == 0 and "FT-Multi" in res.output and "la-t2" in res.output, res.output  # both grids
+
+
+def test_an_undone_change_takes_back_the_runs_of_the_old_settings(two_grids):
+    run, paper, *_ = two_grids
+    hot = grid_from_dict({"name": "paper", "baseline": "ft-multi", "variants": [
+        {"from": "ft-multi"}, {"from": "la-mtkd", "set": {"distill.temperature": 3.0}}]})  # fmt: skip
+    before = len(calls(run))
+    changed = _run(run, hot)
+    assert len(calls(run)) == before + 3 and "student[la-mtkd.s0]" in changed["changed"]
+    before = len(calls(run))
+    back = _run(run, paper)  # the original la-mtkd: its markers were set aside, not deleted
+    assert calls(run)[before:] == ["report"] and "student[la-mtkd.s0]" not in back["changed"]
+    assert (run / "stages" / "student" / "la-mtkd.s0" / "done.json").exists()
+
+
+def test_report_of_a_directory_with_several_grids_needs_a_grid_and_can_repair_against_another_baseline(two_grids):
+    run = two_grids[0]
+    res = CliRunner().invoke(app, ["experiment", "report", str(run)])
+    assert res.exit_code == 1 and "several grids" in res.output and "paper, temps" in res.output, res.output
+    res = CliRunner().invoke(app, ["experiment", "report", str(run), "--grid", "nope"])
+    assert res.exit_code == 1 and "no grid 'nope'" in res.output
+    res = CliRunner().invoke(app, ["experiment", "report", str(run), "--grid", "paper", "--baseline", "la-mtkd"])
+    assert res.exit_code == 0 and "Δ UA vs LA-MTKD" in res.output, res.output
+    vs = run / "grids" / "paper" / "vs-la-mtkd"
+    assert (vs / "report.md").exists() and (vs / "figures" / "confusion.png").exists()
+    assert read_report(run, "paper")["baseline"] == "ft-multi"  # the grid's own report is untouched
+    res = CliRunner().invoke(app, ["experiment", "report", str(run), "--grid", "paper", "--baseline", "nope"])
+    assert res.exit_code == 2 and "baseline 'nope' is not a variant of grid paper" in res.output
