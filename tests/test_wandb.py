@@ -106,6 +106,8 @@ def logged_run(tmp_path_factory):
             "wandb.log_every=2",
             "wandb.log_checkpoint=true",
             "wandb.tags=[unit-test]",
+            "data.augment.noise_prob=0.5",  # issue 14: a run's augmentations are in its W&B config
+            "data.augment.noise_snr_db=10,20",
             "threads=1",
         ],
     )
@@ -118,6 +120,9 @@ def test_training_run_logs_dev_evaluations_confusion_images_and_the_best_checkpo
     run = offline_runs(logged_run)["ft-mono"]
     assert set(run["run"].tags) >= {"unit-test", "ft-mono"}
     assert run["run"].run_group == "tiny"
+    config = {c.key: json.loads(c.value_json) for c in run["run"].config.update}
+    augment = config["data"]["augment"]
+    assert augment["noise_prob"] == 0.5 and augment["noise_snr_db"] == [10.0, 20.0] and augment["speed_prob"] == 0
     train_steps = [r["trainer/step"] for r in run["history"] if "train/loss" in r]
     assert train_steps == [2, 4]  # wandb.log_every=2
     dev = [r for r in run["history"] if "dev/ua" in r]
