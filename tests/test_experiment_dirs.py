@@ -25,7 +25,11 @@ def two_grids(tmp_path):
         {
             "name": "temps",
             "baseline": "la-mtkd",
-            "variants": [{"from": "la-mtkd"}, {"name": "la-t2", "from": "la-mtkd", "set": {"distill.temperature": 2}}],
+            "variants": [
+                {"from": "la-mtkd"},
+                {"name": "la-t2", "from": "la-mtkd", "set": {"distill.temperature": 2}},
+                {"from": "kd-multi"},  # its FT-Multi teacher joins the cache: the cache differs, la-mtkd does not
+            ],
         }
     )
     first = _run(run, paper)
@@ -37,8 +41,18 @@ def two_grids(tmp_path):
 def test_two_grids_in_one_directory_keep_their_own_reports_and_share_units(two_grids):
     run, paper, temps, first, second, n_paper = two_grids
     new = calls(run)[n_paper:]
-    # the second grid reuses la-mtkd (teachers, cache, student, evaluation): only its own variant and report run
-    assert sorted(new) == sorted(["student la-t2.s0 kd=0.25 teachers=en,fi", "evaluate la-t2 seed 0", "report"])
+    # the second grid reuses the teachers (FT-Multi's too) and la-mtkd's student and evaluation: its cache, which
+    # now holds the FT-Multi teacher too, is computed again, but la-mtkd's student reads the same knowledge
+    assert sorted(new) == sorted(
+        [
+            "cache seed 0 en,fi,multi",
+            "student la-t2.s0 kd=0.25 teachers=en,fi",
+            "student kd-multi.s0 kd=0.75 teachers=multi",
+            "evaluate la-t2 seed 0",
+            "evaluate kd-multi seed 0",
+            "report",
+        ]
+    )
     assert read_report(run, "paper")["baseline"] == "ft-multi" and read_report(run, "temps")["baseline"] == "la-mtkd"
     assert set(read_report(run, "paper")["summary"]) == {"ft-multi", "la-mtkd"}
     assert first["report"]["markdown"] == str(run / "grids" / "paper" / "report.md")
@@ -76,3 +90,25 @@ def test_report_of_a_directory_with_several_grids_needs_a_grid_and_can_repair_ag
     assert read_report(run, "paper")["baseline"] == "ft-multi"  # the grid's own report is untouched
     res = CliRunner().invoke(app, ["experiment", "report", str(run), "--grid", "paper", "--baseline", "nope"])
     assert res.exit_code == 2 and "baseline 'nope' is not a variant of grid paper" in res.output
+
+
+def test_units_of_an_older_lakd_are_recognised_by_their_work_directory_and_old_key(tmp_path):
+    """Markers written before key.json existed name their key only in done.json's output path; and students were
+    keyed with their cache's key until 2026-12. Such a directory is taken as it is, not rerun."""
+    import json
+
+    from lakd.experiments.plan import plan_experiment
+
+    run = tmp_path / "exp"
+    paper = load_grid("paper").select(["ft-multi", "la-mtkd"])
+    _run(run, paper)
+    unit = plan_experiment(small_cfg(), paper, [0], run).units["student"]["la-mtkd.s0"]
+    assert len(unit["aliases"]) == 1 and unit["aliases"][0] != unit["key"]
+    for stage_dir in (run / "stages").glob("*/*"):
+        (stage_dir / "key.json").unlink(missing_ok=True)  # as an older lakd left them
+    done = run / "stages" / "student" / "la-mtkd.s0" / "done.json"
+    done.write_text(done.read_text().replace(f"la-mtkd.s0-{unit['key']}", f"la-mtkd.s0-{unit['aliases'][0]}"))
+    before = len(calls(run))
+    again = _run(run, paper)
+    assert calls(run)[before:] == ["report"] and again["changed"] == ["report[paper]"]  # only the report
+    assert json.loads((done.parent / "key.json").read_text()) == {"key": unit["key"]}

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,21 +146,32 @@ class _Builder:
         self.specs: dict[str, dict[str | None, UnitSpec]] = {s: {} for s in ORDER}
         self.units: dict[str, dict[str, dict]] = {}
         self.keys: dict[tuple[str, str], str] = {}
+        self._old_keys: dict[tuple[str, str], str] = {}
 
     # ---------------------------------------------------------------------------------------- units
     def _add(self, stage: str, item: str | None, cfg: Config, needs: dict, params: dict, tags: list) -> str:
         """Add a unit; its key hashes what the launch's settings check compares (lakd.launch.unit_settings: the
-        stage's result settings and the recipe's arguments) plus the keys of the units it reads."""
-        upstream = sorted(self.keys[(s, i)] for s, items in needs.items() for i in items if (s, i) in self.keys)
+        stage's result settings and the recipe's arguments) plus the keys of the units it reads (a student: of
+        its teachers, not of its cache, whose other teachers it never reads)."""
         settings = non_default_settings(result_settings(cfg, "evaluate" if stage == "report" else stage))
+        reads = [(s, i) for s, items in needs.items() for i in items if (s, i) in self.keys]
+        # a student's result does not depend on what else its cache holds: its own settings and its teachers' keys
+        # fix the knowledge it reads, so a grid whose cache holds more teachers shares its students
+        upstream = sorted(self.keys[r] for r in reads if not (stage == "student" and r[0] == "cache"))
         key = digest(stage, settings, params, upstream)
+        # the key lakd gave this unit before students stopped hashing their cache (2026-12): accepted as the same
+        # unit, so that existing experiment directories are not rerun
+        self._old_keys[(stage, item or "")] = old = digest(
+            stage, settings, params, sorted(self._old_keys[r] for r in reads)
+        )
+        aliases = [old] if old != key else []
         label = item if item is not None else stage
         work = self.run_dir / "work" / stage / f"{label}-{key}"
         unit_cfg = cfg.copy(run_dir=str(work), name=f"{self.name}-{label}")
         unit_cfg.wandb.group = self.name
         unit_cfg.wandb.tags = list(dict.fromkeys([*cfg.wandb.tags, self.grid.name, *tags]))
         self.specs[stage][item] = UnitSpec(unit_cfg, {s: tuple(i) for s, i in needs.items()}, params)
-        self.units.setdefault(stage, {})[item or ""] = {"key": key, "dir": str(work)}
+        self.units.setdefault(stage, {})[item or ""] = {"key": key, "dir": str(work), "aliases": aliases}
         self.keys[(stage, item or "")] = key
         return key
 
@@ -318,8 +330,10 @@ def forget_changed_units(plan: Plan) -> list[str]:
     for stage, units in plan.units.items():
         for item, unit in units.items():
             udir = unit_dir(plan.run_dir, stage, item or None)
-            recorded = (read_json(udir / KEY_JSON) or {}).get("key") or legacy.get(stage, {}).get(item, {}).get("key")
-            if recorded != unit["key"]:
+            recorded = _recorded_key(udir, stage, item) or legacy.get(stage, {}).get(item, {}).get("key")
+            if recorded in unit.get("aliases", []):  # the same unit under the key an older lakd gave it
+                atomic_write_json(udir / KEY_JSON, {"key": unit["key"]})
+            elif recorded != unit["key"]:
                 stale.append((stage, item, recorded))
     _refuse_live_jobs(plan.run_dir, [(stage, item) for stage, item, _ in stale])
     changed = []
@@ -344,6 +358,17 @@ def forget_changed_units(plan: Plan) -> list[str]:
     if changed:
         log.info("changed since the last launch, to run again: %s", ", ".join(changed))
     return changed
+
+
+def _recorded_key(udir: Path, stage: str, item: str) -> str | None:
+    """The key a unit's markers belong to: key.json, or for markers written before it existed, the key in the
+    work directory its done.json names (work/<stage>/<item>-<key>/)."""
+    key = (read_json(udir / KEY_JSON) or {}).get("key")
+    if key or not (udir / "done.json").exists():
+        return key
+    label = re.escape(f"/work/{stage}/{item or stage}-")
+    found = re.search(label + r"([0-9a-f]{10})\b", json.dumps((read_json(udir / "done.json") or {}).get("output")))
+    return found.group(1) if found else None
 
 
 def _refuse_live_jobs(run_dir: Path, units: list[tuple[str, str]]) -> None:
