@@ -93,9 +93,11 @@ def test_report_of_a_directory_with_several_grids_needs_a_grid_and_can_repair_ag
 
 
 def test_units_of_an_older_lakd_are_recognised_by_their_work_directory_and_old_key(tmp_path):
-    """Markers written before key.json existed name their key only in done.json's output path; and students were
-    keyed with their cache's key until 2026-12. Such a directory is taken as it is, not rerun."""
+    """An older lakd kept one plan and report at the top of the directory; its markers (before key.json) name their
+    key only in done.json's output path; and students were keyed with their cache's key until 2026-12. Such a
+    directory is taken as it is: its plan moves into grids/<grid>/ and nothing but the report runs again."""
     import json
+    import shutil
 
     from lakd.experiments.plan import plan_experiment
 
@@ -106,9 +108,13 @@ def test_units_of_an_older_lakd_are_recognised_by_their_work_directory_and_old_k
     assert len(unit["aliases"]) == 1 and unit["aliases"][0] != unit["key"]
     for stage_dir in (run / "stages").glob("*/*"):
         (stage_dir / "key.json").unlink(missing_ok=True)  # as an older lakd left them
+    for name in ("experiment.json", "report.md", "figures"):
+        shutil.move(run / "grids" / "paper" / name, run / name)
+    shutil.rmtree(run / "grids")
     done = run / "stages" / "student" / "la-mtkd.s0" / "done.json"
     done.write_text(done.read_text().replace(f"la-mtkd.s0-{unit['key']}", f"la-mtkd.s0-{unit['aliases'][0]}"))
     before = len(calls(run))
     again = _run(run, paper)
     assert calls(run)[before:] == ["report"] and again["changed"] == ["report[paper]"]  # only the report
     assert json.loads((done.parent / "key.json").read_text()) == {"key": unit["key"]}
+    assert not (run / "experiment.json").exists() and (run / "grids" / "paper" / "figures").is_dir()

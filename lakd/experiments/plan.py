@@ -35,7 +35,7 @@ from typing import Any
 from lakd.config import Config, ConfigError, validate
 from lakd.config.diff import RESULT_SECTIONS, non_default_settings, result_settings
 from lakd.experiments.grids import Grid, Variant
-from lakd.experiments.layout import EXPERIMENT_JSON, grid_dir
+from lakd.experiments.layout import grid_dir
 from lakd.io import atomic_write_json
 from lakd.launch.graph import Stage, data_present, stage_resources
 from lakd.launch.unit_graph import UnitSpec, UnitStage
@@ -325,12 +325,11 @@ def forget_changed_units(plan: Plan) -> list[str]:
     so that it runs again as a new unit, and take back the markers of the new key when that unit ran before (under
     another grid, or before a change that was undone); returns the labels of the units that will run again.
     Outputs are never deleted: a new key is a new work directory, and the old one stays."""
-    legacy = (read_json(plan.run_dir / EXPERIMENT_JSON) or {}).get("units", {})  # lakd <= 0.4: one plan per dir
     stale = []
     for stage, units in plan.units.items():
         for item, unit in units.items():
             udir = unit_dir(plan.run_dir, stage, item or None)
-            recorded = _recorded_key(udir, stage, item) or legacy.get(stage, {}).get(item, {}).get("key")
+            recorded = _recorded_key(udir, stage, item)
             if recorded in unit.get("aliases", []):  # the same unit under the key an older lakd gave it
                 atomic_write_json(udir / KEY_JSON, {"key": unit["key"]})
             elif recorded != unit["key"]:

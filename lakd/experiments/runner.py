@@ -16,7 +16,8 @@ from typing import Any
 
 from lakd.config import Config
 from lakd.experiments.grids import Grid, load_grid
-from lakd.experiments.plan import EXPERIMENT_JSON, Plan, Statistics, forget_changed_units, plan_experiment
+from lakd.experiments.layout import EXPERIMENT_JSON, adopt_legacy_plan
+from lakd.experiments.plan import Plan, Statistics, forget_changed_units, plan_experiment
 from lakd.io import atomic_write_json
 from lakd.launch.launcher import run_stages
 from lakd.launch.units import read_done, unit_dir
@@ -45,6 +46,9 @@ def prepare_experiment(
     nothing runs.
     Returns the plan and the units that changed since the last launch."""
     g = load_grid(grid).select(variants, baseline)
+    legacy = adopt_legacy_plan(run_dir or default_run_dir(cfg, g))
+    if legacy:
+        log.info("moved the plan and report of grid %s (an older lakd's layout) into grids/%s/", legacy, legacy)
     plan = plan_experiment(
         cfg, g, seeds, run_dir or default_run_dir(cfg, g), name=name, recipes=recipes, statistics=statistics
     )
