@@ -138,11 +138,33 @@ def test_noise_files_are_read_with_soundfile(tmp_path):
     sf.write(tmp_path / "sub" / "n.flac", noise, 22_050)
     (tmp_path / "notes.txt").write_text("not audio")
     files = A.noise_files(str(tmp_path))
-    assert files == [str(tmp_path / "sub" / "n.flac")]
+    assert [str(f) for f in files] == [str(tmp_path / "sub" / "n.flac")]
     aug = A.Augmenter(AugmentConfig(noise_prob=1.0, noise_types=["file"], noise_dir=str(tmp_path), noise_snr_db=[5, 5]))
     x = tone()
     y = aug.apply(x, "k", 7)
     assert db(power(x) / power(y - x)) == pytest.approx(5.0, abs=0.5)
+
+
+def test_noise_shards_are_read_member_by_member(tmp_path):
+    """A noise corpus packed as tar shards (lakd's shard writer here; MUSAN in `tar` works the same): each audio
+    member is one recording, read by its offset. The noise is a 3 kHz tone, so the added signal is that tone."""
+    from lakd.data.shards import ShardWriter
+
+    t = np.arange(SR * 2) / SR
+    with ShardWriter(tmp_path / "musan", "noise", max_count=2) as w:
+        for i in range(3):
+            meta = {"emotion": "neutral", "language": "xx", "speaker": "n", "corpus": "noise", "split": "train"}
+            w.write(f"n{i}", meta, (0.2 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32))
+    clips = A.noise_files(str(tmp_path / "musan"))
+    assert [c.member for c in clips] == ["n0.flac", "n1.flac", "n2.flac"] and len({c.path for c in clips}) == 2
+    cfg = AugmentConfig(noise_prob=1.0, noise_types=["file"], noise_dir=str(tmp_path / "musan"), noise_snr_db=[10, 10])
+    x = tone(440.0)
+    added = A.Augmenter(cfg).apply(x, "k", 3) - x
+    assert peak_freq(added) == pytest.approx(3000, abs=5) and db(power(x) / power(added)) == pytest.approx(10, abs=0.5)
+    (tmp_path / "empty").mkdir()
+    bad = replace(cfg, noise_dir=str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="no .wav/.flac/.ogg files and no .tar shards"):
+        A.Augmenter(bad).apply(x, "k", 3)
 
 
 # ------------------------------------------------------------------------------------- the pipeline

@@ -15,10 +15,13 @@ on a known signal. Order in a sample: speed -> reverberation -> noise -> band li
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
+import tarfile
 from collections import deque
+from dataclasses import dataclass
 
 import soundfile as sf
 import torch
@@ -118,21 +121,55 @@ def telephone(wav: torch.Tensor, sr: int = SAMPLE_RATE) -> torch.Tensor:
     return highpass(narrow, 300.0, sr)
 
 
-def noise_files(directory: str) -> list[str]:
-    """Audio files (wav, flac, ogg) under `directory`, recursively, in a fixed (sorted) order."""
-    found = []
+@dataclass(frozen=True)
+class NoiseClip:
+    """One noise recording: an audio file, or an audio member of a tar shard (its bytes at `offset`, `size` long)."""
+
+    path: str
+    member: str | None = None
+    offset: int = 0
+    size: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.member}" if self.member else self.path
+
+
+def noise_files(directory: str) -> list[NoiseClip]:
+    """The noise recordings under `directory`, recursively, in a fixed (sorted) order: audio files (wav, flac,
+    ogg), and each audio member of the tar shards there (lakd's shard format, or any tar of audio files, e.g.
+    MUSAN packed with `lakd shards` or plain `tar`). A shard's members are located once, read by offset."""
+    found: list[NoiseClip] = []
     for root, _, files in os.walk(directory):
-        found += [os.path.join(root, f) for f in files if f.lower().endswith(NOISE_EXTENSIONS)]
-    return sorted(found)
+        for f in sorted(files):
+            path = os.path.join(root, f)
+            if f.lower().endswith(NOISE_EXTENSIONS):
+                found.append(NoiseClip(path))
+            elif f.lower().endswith(".tar"):
+                with tarfile.open(path) as tar:
+                    found += [
+                        NoiseClip(path, m.name, m.offset_data, m.size)
+                        for m in tar.getmembers()
+                        if m.isfile() and m.name.lower().endswith(NOISE_EXTENSIONS)
+                    ]
+    return sorted(found, key=lambda c: (c.path, c.member or ""))
 
 
-def read_noise_segment(path: str, n: int, rng: random.Random) -> torch.Tensor:
-    """A random segment of about `n` samples at 16 kHz mono from one noise file, read with soundfile."""
-    info = sf.info(path)
-    want = int(math.ceil(n * info.samplerate / SAMPLE_RATE))
-    start = rng.randint(0, max(0, info.frames - want))
-    audio, sr = sf.read(path, start=start, frames=want, dtype="float32", always_2d=False)
-    return to_mono_16k(audio, sr)
+def read_noise_segment(clip: NoiseClip | str, n: int, rng: random.Random) -> torch.Tensor:
+    """A random segment of about `n` samples at 16 kHz mono from one noise recording, read with soundfile."""
+    if isinstance(clip, str):
+        clip = NoiseClip(clip)
+    if clip.member is None:
+        info = sf.info(clip.path)
+        want = int(math.ceil(n * info.samplerate / SAMPLE_RATE))
+        start = rng.randint(0, max(0, info.frames - want))
+        audio, sr = sf.read(clip.path, start=start, frames=want, dtype="float32", always_2d=False)
+        return to_mono_16k(audio, sr)
+    with open(clip.path, "rb") as f:  # a shard member: decode the clip (clips are short), then cut the segment
+        f.seek(clip.offset)
+        audio, sr = sf.read(io.BytesIO(f.read(clip.size)), dtype="float32", always_2d=False)
+    wav = to_mono_16k(audio, sr)
+    start = rng.randint(0, max(0, wav.numel() - n))
+    return wav[start : start + n]
 
 
 # ---------------------------------------------------------------------------------------------- the pipeline
@@ -157,11 +194,13 @@ class Augmenter:
         c = self.cfg
         return any(p > 0 for p in (c.speed_prob, c.noise_prob, c.gain_prob, c.reverb_prob, c.bandlimit_prob))
 
-    def files(self) -> list[str]:
+    def files(self) -> list[NoiseClip]:
         if self._files is None:
             self._files = noise_files(self.cfg.noise_dir) if self.cfg.noise_dir else []
             if self.cfg.noise_dir and not self._files:
-                raise FileNotFoundError(f"data.augment.noise_dir {self.cfg.noise_dir}: no .wav/.flac/.ogg files")
+                raise FileNotFoundError(
+                    f"data.augment.noise_dir {self.cfg.noise_dir}: no .wav/.flac/.ogg files and no .tar shards of them"
+                )
         return self._files
 
     def apply(self, wav: torch.Tensor, key: str, sample_seed: int) -> torch.Tensor:
