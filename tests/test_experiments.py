@@ -296,6 +296,9 @@ def _check_tiny_grid(run: Path) -> dict:
             student = read(run / "stages" / "student" / f"{v}.s{s}" / "done.json")["output"]
             meta = read(Path(student) / "lakd.json")["meta"]
             assert meta["teachers"] == {l: teacher_dirs[f"{l}.s{s}"] for l in ("en", "fi")}
+    for v in ("mtkd-multi", "la-mtkd"):  # the training section, from the real trainers' metrics.jsonl
+        t = report["training"][v]
+        assert t["models"] == 2 and 0 < t["best_step"] <= t["steps"] and 0 <= t["best_at_last_eval"] <= 2
     cmp = report["comparisons"]["la-mtkd"]
     assert set(cmp) == {"en", "fi", "overall"} and cmp["overall"]["seeds"] == 2 and cmp["overall"]["n"] == 16
     assert cmp["overall"]["low"] <= cmp["overall"]["diff"] <= cmp["overall"]["high"]

@@ -25,6 +25,28 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def _training(training: dict, label: dict, order: list[str]) -> list[str]:
+    """Steps, where the best dev evaluation was, and how many models were still improving at the end."""
+    rows = []
+    for v in [v for v in order if v in training]:
+        t = training[v]
+        at = f"{t['best_step']:.0f} ({100 * t['best_step'] / t['steps']:.0f}%)" if t["steps"] else "–"
+        secs = f"{t['train_seconds']:.0f}" if t["train_seconds"] is not None else "–"
+        rows.append([label[v], str(t["models"]), f"{t['steps']:.0f}", at, f"{t['best_at_last_eval']}", secs])
+    if not rows:
+        return []
+    head = ["variant", "models", "steps", "best dev step", "best at the last evaluation", "train s"]
+    return [
+        "",
+        "## Training",
+        "",
+        *_table(head, rows),
+        "",
+        "Means over the seeds (and, for Mono variants, the per-language models). A model whose best dev UA is its "
+        "last evaluation was still improving when its schedule ended: a longer one may help.",
+    ]
+
+
 def render(report: dict) -> str:
     langs, labels = report["languages"], report["labels"]
     label = {v["name"]: v["label"] for v in report["variants"]}
@@ -91,6 +113,7 @@ def render(report: dict) -> str:
             f"{tt['trained']} teacher trainings, each shared by every variant that reads it; training them per run "
             f"would have taken {tt['without_sharing']} ({saved} saved).",
         ]
+    out += _training(report.get("training") or {}, label, order)
     if report["missing"]:
         out += ["", "## Missing runs", "", "Not finished, so not in the tables: " + ", ".join(report["missing"])]
     if report["figures"]:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lakd.experiments import figures, markdown, stats
+from lakd.experiments import figures, markdown, stats, training
 from lakd.experiments.layout import EXPERIMENT_JSON, grid_dir, grids_in
 from lakd.io import atomic_write_bytes, atomic_write_json
 from lakd.launch.units import now, read_done, read_json, unit_dir
@@ -82,6 +82,10 @@ def build_experiment_report(
     langs, labels = plan["languages"], plan["labels"]
     opts = plan["statistics"]
     metrics, predictions, missing = collect_runs(run_dir, plan, rel_to=out)
+    trained = {
+        v: training.summarize({s: training.run_training(run_dir, plan["run_units"][v][s]) for s in metrics[v]})
+        for v in metrics
+    }
     order = [v["name"] for v in plan["variants"] if v["name"] in metrics]
     summary = {v: stats.across_seeds(metrics[v], langs, labels) for v in order}
     comparisons = stats.compare_all(
@@ -122,6 +126,7 @@ def build_experiment_report(
         "comparisons": comparisons,
         "statistics": opts,
         "teacher_trainings": plan.get("teacher_trainings", {}),
+        "training": {v: t for v, t in trained.items() if t},
         "missing": missing,
         "figures": {k: str(Path(p).relative_to(out)) for k, p in figs.items()},
         "created_at": now(),
