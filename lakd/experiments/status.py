@@ -16,10 +16,6 @@ from lakd.experiments.layout import EXPERIMENT_JSON, grid_dir, grids_in
 from lakd.launch.units import read_done, read_json, unit_dir
 
 
-def is_experiment(run_dir: str | os.PathLike) -> bool:
-    return bool(grids_in(run_dir))
-
-
 def _state(run_dir: Path, stage: str, item: str | None) -> str:
     if read_done(unit_dir(run_dir, stage, item)) is not None:
         return "done"
