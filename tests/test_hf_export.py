@@ -54,7 +54,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _checkpoint(root, name, family="wav2vec2", student=False, normalize=False, seed=0, group_norm=False):
+def _checkpoint(root, name, family="wav2vec2", student=False, normalize=False, seed=0, group_norm=False, stats=False):
     torch.manual_seed(seed)
     cfg = ModelConfig(
         family=family,
@@ -65,12 +65,15 @@ def _checkpoint(root, name, family="wav2vec2", student=False, normalize=False, s
         hierarchical_attention=student,
         attention_depth=2,
         attention_dim=16,
+        attention_stats=stats,
     )
     model = SERModel(cfg, LABELS, LANGS)
     with torch.no_grad():
         model.head.weight.mul_(20)  # a trained-looking head: probabilities far from uniform
         if student:  # zero-initialised: make the languages differ
             torch.nn.init.normal_(model.language_projection.weight, std=0.5)
+        for pool in model.pool.frame_pools if stats else []:  # starts as [I 0]: make the std count
+            torch.nn.init.normal_(pool.stats.weight, std=0.2)
     return model.save_pretrained(root / name / "best")
 
 
@@ -82,6 +85,7 @@ def exports(tmp_path_factory):
         "hubert_teacher": dict(family="hubert", group_norm=True),  # HuBERT-base style: no attention mask
         "plain_student": dict(family="wavlm", seed=1),
         "student": dict(student=True, seed=2),
+        "stats_student": dict(student=True, seed=3, stats=True),  # attentive statistics pooling
     }
     out = {}
     for name, spec in specs.items():
@@ -104,7 +108,7 @@ def exports(tmp_path_factory):
             "name": n,
             "dir": i["path"],
             "remote": i["custom_code"],
-            "languages": [*LANGS, None] if n == "student" else [None],
+            "languages": [*LANGS, None] if n.endswith("student") and n != "plain_student" else [None],
         }
         for n, (_, i) in out.items()
     ]
@@ -154,10 +158,11 @@ def test_teachers_and_plain_students_are_stock_transformers_models(exports, name
     assert max(want.values()) > 0.4  # a head far from uniform, so a wrong mapping would show
 
 
-def test_language_aware_student_through_custom_code_and_the_language_argument(exports):
+@pytest.mark.parametrize("name", ["student", "stats_student"])
+def test_language_aware_student_through_custom_code_and_the_language_argument(exports, name):
     out, audio, result = exports
-    ckpt, info = out["student"]
-    r = result["student"]
+    ckpt, info = out[name]
+    r = result[name]
     assert info["custom_code"] and r["model"] == "LakdForAudioClassification"
     assert r["pipeline"] == "LakdAudioClassificationPipeline" and r["missing"] == [] and r["unexpected"] == []
     predictor = lakd.load(ckpt)

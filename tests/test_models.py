@@ -143,6 +143,44 @@ def test_hierarchical_pool_depth_one_is_a_single_attention_pool():
         hp3([x], mask)
 
 
+def test_attentive_statistics_pool_adds_the_weighted_spread_and_starts_as_the_plain_pool():
+    torch.manual_seed(0)
+    plain, stats = AttentionPool(8, 4, cond_dim=3), AttentionPool(8, 4, cond_dim=3, stats=True)
+    stats.load_state_dict(plain.state_dict(), strict=False)  # same attention; the projection starts as [I 0]
+    x, cond = torch.randn(2, 5, 8), torch.randn(2, 3)
+    mask = torch.tensor([[True] * 3 + [False] * 2, [True] * 5])
+    assert torch.allclose(stats(x, mask, cond), plain(x, mask, cond), atol=1e-6)
+    # keep only the spread half of the projection: the output is then the attention-weighted std
+    with torch.no_grad():
+        stats.stats.weight.zero_()
+        stats.stats.weight[:, 8:].copy_(torch.eye(8))
+    spread, w = stats(x, mask, cond, return_weights=True)
+    mean = (w.unsqueeze(-1) * x).sum(1)
+    expected = ((w.unsqueeze(-1) * (x - mean.unsqueeze(1)) ** 2).sum(1)).sqrt()
+    assert torch.allclose(spread, expected, atol=1e-4)
+    x2 = x.clone()
+    x2[0, 3:] = 1e3  # padding stays out of the spread too
+    assert torch.allclose(stats(x2, mask, cond), spread, atol=1e-4)
+    constant = torch.ones(1, 4, 8)  # no spread: finite output and finite gradients (sqrt at 0 is clamped)
+    constant.requires_grad_(True)
+    stats(constant, None, torch.randn(1, 3)).sum().backward()
+    assert torch.isfinite(constant.grad).all()
+
+
+def test_student_with_attentive_statistics_is_padding_invariant_and_config_checked(tmp_path):
+    from lakd.config import ConfigError, load_config
+
+    m = make_model(True, attention_stats=True)
+    assert all(p.stats is not None for p in m.pool.frame_pools) and m.pool.layer_pool.stats is None
+    short, x, mask = padded_pair()
+    with torch.no_grad():
+        alone = m(short, torch.ones_like(short, dtype=torch.long), torch.tensor([1]))
+        batched = m(x, mask, torch.tensor([1, 0]))
+    assert torch.allclose(alone.logits, batched.logits[:1], atol=1e-5)
+    with pytest.raises(ConfigError, match=r"student.attention_stats: true needs student.hierarchical_attention"):
+        load_config("tiny", overrides=["student.attention_stats=true", "student.hierarchical_attention=false"])
+
+
 # ----------------------------------------------------------------------------- SERModel
 
 

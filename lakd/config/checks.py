@@ -153,6 +153,10 @@ def _check_model(section: str, m: ModelConfig) -> None:
     check_number(f"{section}.language_dropout", m.language_dropout, 0, 1)
     check_number(f"{section}.attention_depth", m.attention_depth, 1, integer=True)
     check_number(f"{section}.attention_dim", m.attention_dim, 1, integer=True)
+    if m.attention_stats and not m.hierarchical_attention:
+        raise ConfigError(
+            f"{section}.attention_stats: true needs {section}.hierarchical_attention: true (it extends that pooling)"
+        )
 
 
 def _check_optim(section: str, o: OptimConfig) -> None:

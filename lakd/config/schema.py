@@ -77,6 +77,7 @@ class ModelConfig:
     hierarchical_attention: bool = False
     attention_depth: int = 2  # D top transformer layers pooled by attention
     attention_dim: int = 64
+    attention_stats: bool = False  # frame-level pools add the attention-weighted std (attentive statistics pooling)
 
 
 @dataclass

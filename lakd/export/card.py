@@ -138,6 +138,7 @@ def model_card(meta: dict, *, custom_code: bool, report_path: Path | None, licen
     remote = ", trust_remote_code=True" if custom_code else ""
     pooling = (
         f"hierarchical attention over the top {model['attention_depth']} layers"
+        + (" (attentive statistics: weighted mean and std of the frames)" if model.get("attention_stats") else "")
         if model.get("hierarchical_attention")
         else "mean over the last layer"
     )

@@ -71,6 +71,7 @@ def _custom_model(model):
         hierarchical_attention=bool(cfg.hierarchical_attention),
         attention_depth=int(cfg.attention_depth),
         attention_dim=int(cfg.attention_dim),
+        attention_stats=bool(cfg.attention_stats),
         classifier_dropout=float(cfg.dropout),
         id2label=dict(enumerate(model.labels)),
         label2id={label: i for i, label in enumerate(model.labels)},

@@ -4,6 +4,10 @@
 - `AttentionPool`: additive (Bahdanau) attention over frames, optionally conditioned on a language vector.
 - `HierarchicalAttentionPool`: the student's pooling: attention over frames inside each of the top-D layers,
   then attention over the D layer summaries; both levels see the language vector.
+
+With `stats=True` a frame-level pool also takes the attention-weighted standard deviation (attentive statistics
+pooling, Okabe et al., Interspeech 2018): how much a layer's frames vary over the utterance (pitch range, loudness
+swings, pauses) is what a weighted mean averages away.
 """
 
 from __future__ import annotations
@@ -36,13 +40,24 @@ class AttentionPool(nn.Module):
 
     `cond_dim > 0` adds a conditioning vector `c` (the language embedding) to every score, so the pooling
     can attend to different frames for different languages.
+
+    `stats=True`: the output is `P [mean; std]` with `std_t = sqrt(sum_t a_t h_t^2 - mean^2)`, projected back to
+    `hidden_size` so everything downstream (layer attention, head, teacher-student cosine) keeps its size. `P`
+    starts as `[I 0]`: the module begins exactly as the plain attention pool and learns how much spread to use.
     """
 
-    def __init__(self, hidden_size: int, attention_dim: int, cond_dim: int = 0):
+    def __init__(self, hidden_size: int, attention_dim: int, cond_dim: int = 0, stats: bool = False):
         super().__init__()
         self.key = nn.Linear(hidden_size, attention_dim)
         self.cond = nn.Linear(cond_dim, attention_dim, bias=False) if cond_dim > 0 else None
         self.score = nn.Linear(attention_dim, 1, bias=False)
+        self.stats: nn.Linear | None = None
+        if stats:
+            self.stats = nn.Linear(2 * hidden_size, hidden_size)
+            with torch.no_grad():
+                self.stats.weight.zero_()
+                self.stats.weight[:, :hidden_size].copy_(torch.eye(hidden_size))
+                self.stats.bias.zero_()
 
     def forward(
         self,
@@ -57,7 +72,12 @@ class AttentionPool(nn.Module):
                 raise ValueError("AttentionPool was built with cond_dim > 0 but got no conditioning vector")
             h = h + self.cond(cond).unsqueeze(1)
         weights = masked_softmax(self.score(torch.tanh(h)).squeeze(-1), mask)  # [B, F]
-        pooled = torch.bmm(weights.to(x.dtype).unsqueeze(1), x).squeeze(1)
+        w = weights.to(x.dtype).unsqueeze(1)
+        pooled = torch.bmm(w, x).squeeze(1)
+        if self.stats is not None:
+            # clamp: rounding can make E[h^2] - E[h]^2 slightly negative, and sqrt'(0) is infinite
+            spread = torch.sqrt((torch.bmm(w, x * x).squeeze(1) - pooled * pooled).clamp(min=1e-5))
+            pooled = self.stats(torch.cat([pooled, spread], dim=-1))
         return (pooled, weights) if return_weights else pooled
 
 
@@ -69,16 +89,19 @@ class HierarchicalAttentionPool(nn.Module):
     layer summaries picks how much each layer contributes per utterance. Both levels are conditioned on
     `cond` when `cond_dim > 0`. A LayerNorm per layer puts the layers on one scale first (pre-LN
     transformers let the residual stream grow with depth). With D = 1 level 2 is a softmax over one
-    element, i.e. the identity: the module becomes a plain (normalised) attention pool.
+    element, i.e. the identity: the module becomes a plain (normalised) attention pool. `stats=True` makes the
+    frame-level pools attentive statistics pools (the layer level stays a weighted mean of D summaries).
     """
 
-    def __init__(self, hidden_size: int, attention_dim: int, depth: int, cond_dim: int = 0):
+    def __init__(self, hidden_size: int, attention_dim: int, depth: int, cond_dim: int = 0, stats: bool = False):
         super().__init__()
         if depth < 1:
             raise ValueError(f"attention_depth must be >= 1, got {depth}")
         self.depth = depth
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(depth))
-        self.frame_pools = nn.ModuleList(AttentionPool(hidden_size, attention_dim, cond_dim) for _ in range(depth))
+        self.frame_pools = nn.ModuleList(
+            AttentionPool(hidden_size, attention_dim, cond_dim, stats=stats) for _ in range(depth)
+        )
         self.layer_pool = AttentionPool(hidden_size, attention_dim, cond_dim)
 
     def forward(

@@ -100,7 +100,9 @@ class SERModel(nn.Module):
                     self.backbone.config.layerdrop,
                 )
                 self.backbone.config.layerdrop = 0.0
-            self.pool = HierarchicalAttentionPool(hidden, cfg.attention_dim, cfg.attention_depth, cond_dim)
+            self.pool = HierarchicalAttentionPool(
+                hidden, cfg.attention_dim, cfg.attention_depth, cond_dim, stats=cfg.attention_stats
+            )
 
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(hidden, len(self.labels))

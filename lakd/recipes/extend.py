@@ -32,7 +32,7 @@ from lakd.recipes import common
 log = logging.getLogger("lakd.recipes.extend")
 
 ARCHITECTURE = ("family", "backbone", "language_embedding", "hierarchical_attention", "attention_depth",
-                "attention_dim", "normalize_audio")  # fmt: skip
+                "attention_dim", "attention_stats", "normalize_audio")  # fmt: skip
 
 
 class ExtendError(ValueError):

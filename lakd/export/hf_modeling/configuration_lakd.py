@@ -19,4 +19,5 @@ class LakdConfig(PretrainedConfig):
     hierarchical_attention: bool = True
     attention_depth: int = 2
     attention_dim: int = 64
+    attention_stats: bool = False  # frame-level pools also take the attention-weighted std
     classifier_dropout: float = 0.1

@@ -50,30 +50,39 @@ def masked_softmax(scores, mask, dim=-1):
 
 
 class AttentionPool(nn.Module):
-    """Additive attention over frames, `a_t = softmax_t(v^T tanh(W h_t + U c))`, conditioned on `c`."""
+    """Additive attention over frames, `a_t = softmax_t(v^T tanh(W h_t + U c))`, conditioned on `c`;
+    with `stats`, the attention-weighted std too, `P [mean; std]` (attentive statistics pooling)."""
 
-    def __init__(self, hidden_size, attention_dim, cond_dim=0):
+    def __init__(self, hidden_size, attention_dim, cond_dim=0, stats=False):
         super().__init__()
         self.key = nn.Linear(hidden_size, attention_dim)
         self.cond = nn.Linear(cond_dim, attention_dim, bias=False) if cond_dim > 0 else None
         self.score = nn.Linear(attention_dim, 1, bias=False)
+        self.stats = nn.Linear(2 * hidden_size, hidden_size) if stats else None
 
     def forward(self, x, mask=None, cond=None):
         h = self.key(x)
         if self.cond is not None:
             h = h + self.cond(cond).unsqueeze(1)
         weights = masked_softmax(self.score(torch.tanh(h)).squeeze(-1), mask)
-        return torch.bmm(weights.to(x.dtype).unsqueeze(1), x).squeeze(1)
+        w = weights.to(x.dtype).unsqueeze(1)
+        pooled = torch.bmm(w, x).squeeze(1)
+        if self.stats is not None:
+            spread = torch.sqrt((torch.bmm(w, x * x).squeeze(1) - pooled * pooled).clamp(min=1e-5))
+            pooled = self.stats(torch.cat([pooled, spread], dim=-1))
+        return pooled
 
 
 class HierarchicalAttentionPool(nn.Module):
     """Attention over the frames of each of the top-D layers (after a LayerNorm), then over the D summaries."""
 
-    def __init__(self, hidden_size, attention_dim, depth, cond_dim=0):
+    def __init__(self, hidden_size, attention_dim, depth, cond_dim=0, stats=False):
         super().__init__()
         self.depth = depth
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(depth))
-        self.frame_pools = nn.ModuleList(AttentionPool(hidden_size, attention_dim, cond_dim) for _ in range(depth))
+        self.frame_pools = nn.ModuleList(
+            AttentionPool(hidden_size, attention_dim, cond_dim, stats) for _ in range(depth)
+        )
         self.layer_pool = AttentionPool(hidden_size, attention_dim, cond_dim)
 
     def forward(self, layers, mask=None, cond=None):
@@ -106,7 +115,9 @@ class LakdForAudioClassification(LakdPreTrainedModel):
             self.backbone.feature_projection.register_forward_hook(self._inject_language)
         self.pool = None
         if config.hierarchical_attention:
-            self.pool = HierarchicalAttentionPool(hidden, config.attention_dim, config.attention_depth, cond_dim)
+            self.pool = HierarchicalAttentionPool(
+                hidden, config.attention_dim, config.attention_depth, cond_dim, config.attention_stats
+            )
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.head = nn.Linear(hidden, config.num_labels)
         self.post_init()
