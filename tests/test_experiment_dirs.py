@@ -118,3 +118,23 @@ def test_units_of_an_older_lakd_are_recognised_by_their_work_directory_and_old_k
     assert calls(run)[before:] == ["report"] and again["changed"] == ["report[paper]"]  # only the report
     assert json.loads((done.parent / "key.json").read_text()) == {"key": unit["key"]}
     assert not (run / "experiment.json").exists() and (run / "grids" / "paper" / "figures").is_dir()
+
+
+def test_a_renamed_variant_with_the_same_settings_reads_the_finished_unit_instead_of_training_again(two_grids):
+    """`la-cool` is `la-t2` under another name (as `la-mtkd-e15` of one grid is `la-mtkd` of a config that made 15
+    epochs its default): the same key, so its student is taken as done from la-t2's, and only the evaluation
+    (whose plan names the variant) and the report run."""
+    import json
+
+    run = two_grids[0]
+    renamed = grid_from_dict({"name": "renamed", "baseline": "la-mtkd", "variants": [
+        {"from": "la-mtkd"}, {"name": "la-cool", "from": "la-mtkd", "set": {"distill.temperature": 2}}]})  # fmt: skip
+    before = len(calls(run))
+    res = _run(run, renamed)
+    assert sorted(calls(run)[before:]) == ["evaluate la-cool seed 0", "report"], calls(run)[before:]
+    done = json.loads((run / "stages" / "student" / "la-cool.s0" / "done.json").read_text())
+    donor = json.loads((run / "stages" / "student" / "la-t2.s0" / "done.json").read_text())
+    assert done["same_as"] == "la-t2.s0" and done["output"] == donor["output"]
+    assert "student[la-cool.s0]" not in res["changed"]
+    before = len(calls(run))
+    assert _run(run, renamed)["jobs"] == {} and calls(run)[before:] == []  # and it stays done

@@ -15,7 +15,8 @@ units it reads). Its outputs go to `work/<stage>/<item>-<key>/`, and experiment.
 so does each unit's marker directory (`key.json`). A relaunch whose unit has another key sets that unit's markers
 aside under `keys/<old key>/` (and takes back those of the new key if it ran before), so a changed variant
 reruns only itself and what reads it, into a fresh directory (the old one stays on disk), and several grids
-run into one directory share every unit they have in common without undoing each other's. Each grid keeps its
+run into one directory share every unit they have in common without undoing each other's (lakd.experiments.markers;
+a unit whose key another item finished, a renamed variant, reads that item's output). Each grid keeps its
 plan and report in `grids/<grid>/` (`grid_dir`). Jobs find the experiment directory from their own
 (`experiment_dir_of`), so a moved experiment directory changes no key.
 """
@@ -26,8 +27,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,9 @@ from lakd.config import Config, ConfigError, validate
 from lakd.config.diff import RESULT_SECTIONS, non_default_settings, result_settings
 from lakd.experiments.grids import Grid, Variant
 from lakd.experiments.layout import grid_dir
-from lakd.io import atomic_write_json
 from lakd.launch.graph import Stage, data_present, stage_resources
 from lakd.launch.unit_graph import UnitSpec, UnitStage
-from lakd.launch.units import LaunchError, read_json, unit_dir
+from lakd.launch.units import unit_dir
 
 log = logging.getLogger("lakd.experiments")
 
@@ -318,74 +316,3 @@ def plan_experiment(
         statistics,
         {"trained": len(units.get("teachers", {})), "without_sharing": needed},
     )
-
-
-def forget_changed_units(plan: Plan) -> list[str]:
-    """Set aside the markers (done.json, state.json) of every unit whose key differs from the one they belong to,
-    so that it runs again as a new unit, and take back the markers of the new key when that unit ran before (under
-    another grid, or before a change that was undone); returns the labels of the units that will run again.
-    Outputs are never deleted: a new key is a new work directory, and the old one stays."""
-    stale = []
-    for stage, units in plan.units.items():
-        for item, unit in units.items():
-            udir = unit_dir(plan.run_dir, stage, item or None)
-            recorded = _recorded_key(udir, stage, item)
-            if recorded in unit.get("aliases", []):  # the same unit under the key an older lakd gave it
-                atomic_write_json(udir / KEY_JSON, {"key": unit["key"]})
-            elif recorded != unit["key"]:
-                stale.append((stage, item, recorded))
-    _refuse_live_jobs(plan.run_dir, [(stage, item) for stage, item, _ in stale])
-    changed = []
-    for stage, item, recorded in stale:
-        udir = unit_dir(plan.run_dir, stage, item or None)
-        key = plan.units[stage][item]["key"]
-        was_done = (udir / "done.json").exists()
-        for marker in ("done.json", "state.json"):
-            if recorded and (udir / marker).exists():
-                (udir / "keys" / recorded).mkdir(parents=True, exist_ok=True)
-                os.replace(udir / marker, udir / "keys" / recorded / marker)
-            (udir / marker).unlink(missing_ok=True)
-            if stage != "report" and (udir / "keys" / key / marker).exists():  # a report is the grid's: rewritten
-                os.replace(udir / "keys" / key / marker, udir / marker)
-        udir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(udir / KEY_JSON, {"key": key})
-        label = stage + (f"[{item}]" if item else "")
-        if (udir / "done.json").exists():
-            log.info("%s: taken back as done (it ran before with these settings)", label)
-        elif was_done:
-            changed.append(label)
-    if changed:
-        log.info("changed since the last launch, to run again: %s", ", ".join(changed))
-    return changed
-
-
-def _recorded_key(udir: Path, stage: str, item: str) -> str | None:
-    """The key a unit's markers belong to: key.json, or for markers written before it existed, the key in the
-    work directory its done.json names (work/<stage>/<item>-<key>/)."""
-    key = (read_json(udir / KEY_JSON) or {}).get("key")
-    if key or not (udir / "done.json").exists():
-        return key
-    label = re.escape(f"/work/{stage}/{item or stage}-")
-    found = re.search(label + r"([0-9a-f]{10})\b", json.dumps((read_json(udir / "done.json") or {}).get("output")))
-    return found.group(1) if found else None
-
-
-def _refuse_live_jobs(run_dir: Path, units: list[tuple[str, str]]) -> None:
-    """A changed unit whose old job SLURM still holds must be cancelled first: it would finish the old work."""
-    jobs = {}
-    for stage, item in units:
-        st = read_json(unit_dir(run_dir, stage, item or None) / "state.json") or {}
-        if st.get("executor") == "slurm" and st.get("job_id") and st.get("state") in ("pending", "running"):
-            jobs[stage + (f"[{item}]" if item else "")] = st["job_id"]
-    if not jobs:
-        return
-    from lakd.launch.slurm_states import SLURM_RUNNING, SLURM_WAITING, base_job_id, slurm_job_states
-
-    live = slurm_job_states(jobs.values()) or {}
-    busy = {u: j for u, j in jobs.items() if live.get(j, live.get(base_job_id(j))) in SLURM_WAITING + SLURM_RUNNING}
-    if busy:
-        ids = " ".join(sorted({base_job_id(j) for j in busy.values()}))
-        raise LaunchError(
-            f"{run_dir}: changed units still have jobs on SLURM ({', '.join(f'{u} job {j}' for u, j in busy.items())});"
-            f" cancel them (scancel {ids}) or wait, then launch again"
-        )

@@ -17,7 +17,8 @@ from typing import Any
 from lakd.config import Config
 from lakd.experiments.grids import Grid, load_grid
 from lakd.experiments.layout import EXPERIMENT_JSON, adopt_legacy_plan
-from lakd.experiments.plan import Plan, Statistics, forget_changed_units, plan_experiment
+from lakd.experiments.markers import forget_changed_units
+from lakd.experiments.plan import Plan, Statistics, plan_experiment
 from lakd.io import atomic_write_json
 from lakd.launch.launcher import run_stages
 from lakd.launch.units import read_done, unit_dir
