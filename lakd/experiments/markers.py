@@ -7,13 +7,16 @@ instead of computing it again. Outputs are never deleted."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
 
-from lakd.experiments.plan import KEY_JSON, Plan, log
+from lakd.experiments.plan import KEY_JSON, Plan
 from lakd.io import atomic_write_json
 from lakd.launch.units import LaunchError, read_json, unit_dir
+
+log = logging.getLogger("lakd.experiments")
 
 
 def forget_changed_units(plan: Plan) -> list[str]:
